@@ -1,0 +1,208 @@
+"""The embedded emulator: identity and Graph hosts over HTTPS, started in-process or from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..kernel import BackgroundServer, bind_loopback, serve_in_background
+from ..settings import state_dir as default_state_dir
+from .directory import Directory
+from .faults import FaultMiddleware, Faults
+from .grants import TokenService
+from .graph_app import GraphApp
+from .graph_core import GraphContext
+from .identity import IdentityApp
+from .ids import GRAPH_CLI_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID
+from .seed import AUTOMATION_APP_ID, demo_tenant
+from .signing import KeySet
+from .store import Store
+from .tls import ensure_tls
+from .tokens import TokenFactory
+
+_CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
+class Emulator:
+    """Entra + Graph on two local HTTPS ports, with a persistent, seeded demo tenant.
+
+    Example::
+
+        emu = Emulator().start()
+        emu.authority      # https://127.0.0.1:PORT  (pass as MSAL authority host)
+        emu.graph_url      # https://127.0.0.1:PORT/v1.0
+        emu.stop()
+    """
+
+    tenant_id = TENANT_ID
+    tenant_domain = TENANT_DOMAIN
+    sharepoint_host = SHAREPOINT_HOST
+    graph_cli_client_id = GRAPH_CLI_APP_ID
+
+    def __init__(self, state_dir: Path | str | None = None, *, token_lifetime: int | None = None) -> None:
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        self.token_lifetime = token_lifetime
+        self.faults = Faults()
+        self.tls = ensure_tls(self.state_dir / "tls")
+        self.keys = KeySet(self.state_dir / "keys")
+        self.store = Store(self.state_dir / "emulator.sqlite3")
+        if self.store.is_empty():
+            self._seed()
+        self.server: BackgroundServer | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self.authority = self.graph_url = ""
+        self.service: TokenService | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self, *, host: str = "127.0.0.1", identity_port: int = 0, graph_port: int = 0) -> "Emulator":
+        """Bind the two ports, trust the local CA through the environment, serve in the background."""
+        identity_sock, graph_sock = bind_loopback(host, identity_port), bind_loopback(host, graph_port)
+        self.authority = f"https://{host}:{identity_sock.getsockname()[1]}"
+        graph_origin = f"https://{host}:{graph_sock.getsockname()[1]}"
+        self.graph_url = f"{graph_origin}/v1.0"
+        directory = Directory(self.store)
+        tokens = TokenFactory(self.keys, self.authority, self.token_lifetime)
+        self.service = TokenService(self.store, directory, tokens)
+        identity = IdentityApp(self.store, directory, self.service, self.authority)
+        identity_app = Starlette(routes=identity.routes() + self._control_routes())
+        graph_app = GraphApp(GraphContext(self.store, directory, self.keys, self.graph_url))
+        self._trust_ca()
+        try:
+            self.server = serve_in_background(
+                {
+                    "identity": FaultMiddleware(identity_app, self.faults, "identity"),
+                    "graph": FaultMiddleware(graph_app, self.faults, "graph"),
+                },
+                name=f"obokit-emulator:{self.state_dir}",
+                sockets={"identity": identity_sock, "graph": graph_sock},
+                ssl_certfile=str(self.tls.server_cert),
+                ssl_keyfile=str(self.tls.server_key),
+            )
+        except BaseException:
+            self._restore_env()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and restore SSL_CERT_FILE / REQUESTS_CA_BUNDLE (the state stays on disk)."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self._restore_env()
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+    def __enter__(self) -> "Emulator":
+        return self if self.server else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _trust_ca(self) -> None:
+        self._saved_env = {name: os.environ.get(name) for name in _CA_ENV}
+        for name in _CA_ENV:
+            os.environ[name] = str(self.tls.bundle)
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+
+    # -- what clients need ----------------------------------------------------------------
+    @property
+    def authority_host(self) -> str:
+        """host:port, the form fastmcp's `AzureProvider(base_authority=...)` takes."""
+        return self.authority.split("://", 1)[1]
+
+    @property
+    def tenant_authority(self) -> str:
+        """The authority URL with the tenant, as MSAL's `authority=` takes it."""
+        return f"{self.authority}/{TENANT_ID}"
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(self.tls.bundle)
+
+    def automation_credentials(self) -> tuple[str, str]:
+        """(client_id, client_secret) of the seeded app-only admin app, for tests and scripts."""
+        app = self.store.find_one("applications", appId=AUTOMATION_APP_ID)
+        assert app is not None, "the emulator state has no automation app; reset it"
+        return app["appId"], app["passwordCredentials"][0]["_secret"]
+
+    def env_lines(self) -> list[str]:
+        """The .env lines that point the workbook at this emulator (standalone mode)."""
+        return [
+            "OBOKIT_TARGET=tenant",
+            f"AZURE_TENANT_ID={TENANT_ID}",
+            f"AZURE_AUTHORITY_HOST={self.authority}",
+            f"GRAPH_BASE_URL={self.graph_url}",
+            f"SSL_CERT_FILE={self.tls.bundle}",
+            f"REQUESTS_CA_BUNDLE={self.tls.bundle}",
+        ]
+
+    def stats(self) -> dict[str, Any]:
+        return self.service.stats.snapshot() if self.service else {}
+
+    # -- state ----------------------------------------------------------------------------
+    def _seed(self) -> None:
+        objects, _secret = demo_tenant()
+        self.store.replace_all(objects)
+
+    def reset(self) -> None:
+        """Back to the freshly seeded demo tenant (blocking; call from a thread, not an event loop)."""
+        self._seed()
+        if self.service is not None:
+            self.service.codes.clear()
+            self.service.device_flows.clear()
+            self.service.stats.clear()
+        self.faults.clear()
+
+    # -- control endpoints (for the standalone emulator) ---------------------------------
+    def _control_routes(self) -> list[Route]:
+        async def health(request: Request) -> Response:
+            return JSONResponse({"status": "ok", "tenant": TENANT_ID, "graph": self.graph_url})
+
+        async def faults(request: Request) -> Response:
+            if request.method == "POST":
+                spec = await request.json()
+                family = spec.get("family", "graph")
+                try:
+                    if "latency_ms" in spec:
+                        self.faults.set_latency(family, float(spec["latency_ms"]))
+                    if "fail" in spec:
+                        self.faults.fail(family, int(spec["fail"]), int(spec.get("status", 503)))
+                    if "throttle" in spec:
+                        self.faults.throttle(family, int(spec["throttle"]), int(spec.get("retry_after", 1)))
+                    if spec.get("clear"):
+                        self.faults.clear()
+                except (ValueError, TypeError) as exc:
+                    return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(self.faults.describe())
+
+        async def stats(request: Request) -> Response:
+            if request.method == "DELETE" and self.service:
+                self.service.stats.clear()
+            return JSONResponse(self.stats())
+
+        async def reset(request: Request) -> Response:
+            await asyncio.get_running_loop().run_in_executor(None, self.reset)
+            return JSONResponse({"status": "reset"})
+
+        return [
+            Route("/_emulator/health", health),
+            Route("/_emulator/faults", faults, methods=["GET", "POST"]),
+            Route("/_emulator/stats", stats, methods=["GET", "DELETE"]),
+            Route("/_emulator/reset", reset, methods=["POST"]),
+        ]

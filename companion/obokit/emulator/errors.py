@@ -1,0 +1,169 @@
+"""Error bodies in the shapes Entra and Microsoft Graph really send.
+
+Entra: `{"error", "error_description": "AADSTS<n>: ...\\r\\nTrace ID...", "error_codes": [n], ...}`.
+Graph: `{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class EntraError(Exception):
+    """An AADSTS failure, raised inside a grant handler and rendered by `entra_error_response`."""
+
+    def __init__(
+        self,
+        code: int,
+        error: str,
+        message: str,
+        *,
+        status: int = 400,
+        suberror: str | None = None,
+        claims: str | None = None,
+    ) -> None:
+        super().__init__(f"AADSTS{code}: {message}")
+        self.code = code
+        self.error = error
+        self.message = message
+        self.status = status
+        self.suberror = suberror
+        self.claims = claims
+
+    def body(self) -> dict[str, Any]:
+        now = _now()
+        stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
+        trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        body: dict[str, Any] = {
+            "error": self.error,
+            "error_description": (
+                f"AADSTS{self.code}: {self.message}\r\nTrace ID: {trace_id}\r\n"
+                f"Correlation ID: {correlation_id}\r\nTimestamp: {stamp}"
+            ),
+            "error_codes": [self.code],
+            "timestamp": stamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"https://login.microsoftonline.com/error?code={self.code}",
+        }
+        if self.suberror:
+            body["suberror"] = self.suberror
+        if self.claims:
+            body["claims"] = self.claims
+        return body
+
+
+def entra_error_response(exc: EntraError) -> JSONResponse:
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="login.microsoftonline.com"'
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+class GraphError(Exception):
+    """A Microsoft Graph failure, rendered by `graph_error_response`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def graph_error_response(exc: GraphError, request: Request) -> JSONResponse:
+    request_id = str(uuid.uuid4())
+    inner: dict[str, Any] = {
+        "date": _now().strftime("%Y-%m-%dT%H:%M:%S"),
+        "request-id": request_id,
+        "client-request-id": request.headers.get("client-request-id", request_id),
+    }
+    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message, "innerError": inner}}
+    if exc.status == 429:
+        inner.update({"code": "429", "message": "Please retry after", "status": "429"})
+    headers = {"request-id": request_id, **exc.headers}
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+# Catalogue of the AADSTS errors the emulator raises, so messages are written once.
+def consent_required(app_id: str, name: str) -> EntraError:
+    return EntraError(
+        65001,
+        "invalid_grant",
+        f"The user or administrator has not consented to use the application with ID '{app_id}' "
+        f"named '{name}'. Send an interactive authorization request for this user and resource.",
+        suberror="consent_required",
+    )
+
+
+def unknown_client(client_id: str, tenant: str) -> EntraError:
+    return EntraError(
+        700016,
+        "unauthorized_client",
+        f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. "
+        "This can happen if the application has not been installed by the administrator of the "
+        "tenant or consented to by any user in the tenant. You may have sent your authentication "
+        "request to the wrong tenant.",
+    )
+
+
+def missing_service_principal(app_id: str, tenant_id: str) -> EntraError:
+    return EntraError(
+        7000229,
+        "invalid_client",
+        f"The client application {app_id} is missing service principal in the tenant {tenant_id}. "
+        "See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119",
+        status=400,
+    )
+
+
+def invalid_secret(app_id: str) -> EntraError:
+    return EntraError(
+        7000215,
+        "invalid_client",
+        "Invalid client secret provided. Ensure the secret being sent in the request is the client "
+        f"secret value, not the client secret ID, for a secret added to app '{app_id}'.",
+        status=401,
+    )
+
+
+def missing_credential() -> EntraError:
+    return EntraError(
+        7000218,
+        "invalid_client",
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        status=401,
+    )
+
+
+def missing_parameter(name: str) -> EntraError:
+    return EntraError(900144, "invalid_request", f"The request body must contain the following parameter: '{name}'.")
+
+
+def invalid_scope(scopes: str, detail: str = "") -> EntraError:
+    return EntraError(
+        70011,
+        "invalid_scope",
+        "The provided request must include a 'scope' input parameter. The provided value for the "
+        f"input parameter 'scope' is not valid. The scope {scopes} is not valid.{detail}",
+    )
+
+
+def multiple_resources(scopes: str) -> EntraError:
+    return EntraError(
+        28000,
+        "invalid_request",
+        "Provided value for the input parameter scope is not valid because it contains more than "
+        f"one resource. Scope {scopes} is not valid.",
+    )

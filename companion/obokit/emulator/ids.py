@@ -1,0 +1,27 @@
+"""Deterministic identifiers for the demo tenant.
+
+Every object the emulator creates gets a GUID derived from a namespace and a stable
+name (seeded objects) or a persisted sequence number (objects created at run time).
+A reset therefore replays the same ids, which keeps notebook outputs stable.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+NAMESPACE = uuid.UUID("5b0c3f6e-6a51-4c2e-9a57-0b6b0e1f0c11")
+
+TENANT_ID = str(uuid.uuid5(NAMESPACE, "tenant"))
+TENANT_DOMAIN = "obokitdemo.onmicrosoft.com"
+TENANT_NAME = "OBOkit Demo"
+SHAREPOINT_HOST = "obokitdemo.sharepoint.com"
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+# The public client id of "Microsoft Graph Command Line Tools", used by learners to sign in as admin.
+GRAPH_CLI_APP_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
+
+
+def stable_id(*parts: object) -> str:
+    """A GUID that is always the same for the same parts."""
+    return str(uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts)))

@@ -1,0 +1,125 @@
+"""Token signing keys: two RSA keys (current and next), published as a JWKS like Entra's.
+
+Tokens are signed RS256 with the current key; the next key is published too, so that
+key rotation can be exercised. Keys are cached in the state folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _int_b64(value: int) -> str:
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One RSA key with its self-signed certificate; `kid` is the certificate's SHA-1 thumbprint."""
+
+    private_key: rsa.RSAPrivateKey
+    cert: x509.Certificate
+
+    @property
+    def kid(self) -> str:
+        return b64url(self.cert.fingerprint(hashes.SHA1()))  # noqa: S303 - x5t is SHA-1 by definition
+
+    def jwk(self, issuer: str) -> dict[str, Any]:
+        numbers = self.private_key.public_key().public_numbers()
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": _int_b64(numbers.n),
+            "e": _int_b64(numbers.e),
+            "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()],
+            "cloud_instance_name": "microsoftonline.com",
+            "issuer": issuer,
+        }
+
+
+def _generate(name: str) -> SigningKey:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return SigningKey(key, cert)
+
+
+def _load_or_create(path: Path, name: str) -> SigningKey:
+    if path.exists():
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
+        cert = x509.load_pem_x509_certificate(pem)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return SigningKey(key, cert)
+    signing_key = _generate(name)
+    pem = signing_key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ) + signing_key.cert.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return signing_key
+
+
+class KeySet:
+    """The emulator's signing keys: `current` signs, both verify."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.current = _load_or_create(folder / "signing-current.pem", "obokit emulator signing key 1")
+        self.next = _load_or_create(folder / "signing-next.pem", "obokit emulator signing key 2")
+        self._by_kid = {k.kid: k for k in (self.current, self.next)}
+
+    def jwks(self, issuer: str) -> dict[str, Any]:
+        return {"keys": [k.jwk(issuer) for k in (self.current, self.next)]}
+
+    def sign(self, claims: dict[str, Any], *, x5t: bool = False) -> str:
+        headers = {"typ": "JWT", "kid": self.current.kid}
+        if x5t:
+            headers["x5t"] = self.current.kid
+        return jwt.encode(claims, self.current.private_key, algorithm="RS256", headers=headers)
+
+    def verify(self, token: str, *, audience: list[str] | None = None, leeway: int = 300) -> dict[str, Any]:
+        """Check signature, expiry and (optionally) audience; raise `jwt.PyJWTError` on failure."""
+        header = jwt.get_unverified_header(token)
+        key = self._by_kid.get(header.get("kid", ""))
+        if key is None:
+            raise jwt.InvalidSignatureError("unknown signing key")
+        return jwt.decode(
+            token,
+            key.private_key.public_key(),
+            algorithms=["RS256"],
+            audience=audience,
+            leeway=leeway,
+            options={"verify_aud": audience is not None, "require": ["exp", "iat"]},
+        )
+
+
+def sha256_b64url(text: str) -> str:
+    return b64url(hashlib.sha256(text.encode()).digest())

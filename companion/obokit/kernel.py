@@ -1,0 +1,174 @@
+"""Serve ASGI apps in the background of a Python process or Jupyter kernel.
+
+The servers run on a daemon thread with an event loop of their own, never on the kernel's
+loop: a notebook cell that calls a synchronous client (MSAL, requests) would otherwise
+block the very loop that has to answer it. Sockets are bound in the caller, on ephemeral
+ports, so a bind error is an ordinary exception in the cell and the kernel survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import uvicorn
+
+T = TypeVar("T")
+_registry: dict[str, "BackgroundServer"] = {}
+_registry_lock = threading.Lock()
+
+
+class _DropShutdownNoise(logging.Filter):
+    """uvicorn logs an ERROR when idle keep-alive connections outlive the graceful-shutdown wait;
+    for an in-kernel server that is expected, and stderr noise breaks nbval output comparison."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_DropShutdownNoise())
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host (the kernel or the CLI)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket on `host`; port 0 lets the OS pick a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class BackgroundServer:
+    """One or more ASGI apps served from one background thread; `urls` maps each app's name to its base URL."""
+
+    name: str
+    urls: dict[str, str] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+    _servers: list[uvicorn.Server] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+    _error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL of the first (or only) app."""
+        return next(iter(self.urls.values()))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
+        """Run a coroutine on the servers' loop from another thread and wait for its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, timeout: float = 10) -> None:
+        """Ask every server to exit and wait for the thread to finish (idempotent)."""
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+        with _registry_lock:
+            if _registry.get(self.name) is self:
+                del _registry[self.name]
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_in_background(
+    apps: Mapping[str, Any],
+    *,
+    name: str,
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    sockets: Mapping[str, socket.socket] | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    timeout: float = 15,
+) -> BackgroundServer:
+    """Start `apps` (name -> ASGI app) on ephemeral ports; re-using `name` stops the previous servers first.
+
+    Pass `sockets` (name -> bound socket, see `bind_loopback`) when an app must know its own URL
+    before it is built.
+    """
+    with _registry_lock:
+        previous = _registry.get(name)
+    if previous is not None:
+        previous.stop()
+    scheme = "https" if ssl_certfile else "http"
+    url_host = f"[{host}]" if ":" in host else host
+    handle = BackgroundServer(name=name)
+    bound: list[socket.socket] = []
+    try:
+        for app_name, app in apps.items():
+            sock = (sockets or {}).get(app_name) or bind_loopback(host, (ports or {}).get(app_name, 0))
+            bound.append(sock)
+            config = uvicorn.Config(
+                app,
+                log_level="warning",
+                access_log=False,
+                lifespan="auto",
+                ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile,
+                timeout_graceful_shutdown=2,
+            )
+            handle._servers.append(_QuietServer(config))
+            handle.urls[app_name] = f"{scheme}://{url_host}:{sock.getsockname()[1]}"
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+
+    ready = threading.Event()
+
+    def runner() -> None:
+        async def main() -> None:
+            handle.loop = asyncio.get_running_loop()
+            ready.set()
+            await asyncio.gather(*(s.serve(sockets=[sock]) for s, sock in zip(handle._servers, bound)))
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            handle._error = exc
+            ready.set()
+        finally:
+            for sock in bound:
+                sock.close()
+
+    handle._thread = threading.Thread(target=runner, name=f"obokit-{name}", daemon=True)
+    handle._thread.start()
+    deadline = time.monotonic() + timeout
+    ready.wait(timeout)
+    while not all(s.started for s in handle._servers):
+        if handle._error is not None or not handle._thread.is_alive():
+            raise RuntimeError(f"server {name!r} failed to start: {handle._error!r}")
+        if time.monotonic() > deadline:
+            handle.stop()
+            raise TimeoutError(f"server {name!r} did not start within {timeout} s")
+        time.sleep(0.01)
+    with _registry_lock:
+        _registry[name] = handle
+    return handle
