@@ -132,7 +132,8 @@ def serve_in_background(
                 lifespan="auto",
                 ssl_certfile=ssl_certfile,
                 ssl_keyfile=ssl_keyfile,
-                timeout_graceful_shutdown=2,
+                # Idle keep-alive TLS connections would otherwise hold every stop for seconds.
+                timeout_graceful_shutdown=0.5,
             )
             handle._servers.append(_QuietServer(config))
             handle.urls[app_name] = f"{scheme}://{url_host}:{sock.getsockname()[1]}"

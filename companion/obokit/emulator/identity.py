@@ -162,6 +162,7 @@ class IdentityApp:
             "nonce": q.get("nonce"),
             "code_challenge": q.get("code_challenge"),
             "code_challenge_method": method or ("plain" if q.get("code_challenge") else None),
+            "response_mode": q.get("response_mode", "query"),
             "created": time.time(),
         }
         shown = [f"{scopes.prefix}/{v}" if scopes.prefix else v for v in scopes.values] + scopes.oidc
@@ -206,6 +207,8 @@ class IdentityApp:
         if state is not None:
             params["state"] = state
         params["session_state"] = stable_id("session", user["id"])
+        if pending["response_mode"] == "form_post":
+            return HTMLResponse(pages.form_post_page(redirect_uri, params))
         return RedirectResponse(_append_query(redirect_uri, params), status_code=302)
 
     async def _record_user_consent(self, app, sp, scopes, user) -> None:

@@ -80,3 +80,15 @@ def error_page(code: int, message: str) -> str:
         f"<p class='error' id='error'>AADSTS{code}: {escape(message)}</p>"
     )
     return _page("Sign in error", body)
+
+
+def form_post_page(redirect_uri: str, params: dict[str, str]) -> str:
+    """response_mode=form_post: the browser posts the code to the redirect URI."""
+    inputs = "".join(
+        f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in params.items()
+    )
+    return (
+        "<!DOCTYPE html><html><head><title>Working...</title></head><body onload='document.forms[0].submit()'>"
+        f"<form method='post' action='{escape(redirect_uri)}'>{inputs}"
+        "<noscript><button type='submit'>Continue</button></noscript></form></body></html>"
+    )

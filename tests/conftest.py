@@ -1,0 +1,73 @@
+"""Shared fixtures: one emulator per test session, and a guard that blocks every non-loopback connection.
+
+The guard proves that nothing the real libraries do (instance discovery, metadata fetches)
+leaks to Microsoft's hosts: any such attempt fails the call and is recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from obokit.emulator import Emulator
+
+blocked_attempts: list[str] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return str(host) == "localhost"
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if not _is_local(address):
+        blocked_attempts.append(repr(address))
+        raise ConnectionRefusedError(f"outbound network blocked by the test suite: {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if not _is_local(address):
+        blocked_attempts.append(repr(address))
+        return 111  # ECONNREFUSED
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_only() -> Iterator[list[str]]:
+    """Only loopback connections are allowed for the whole session; yields the blocked attempts."""
+    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+    try:
+        yield blocked_attempts
+    finally:
+        socket.socket.connect = _real_connect  # type: ignore[method-assign]
+        socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory, loopback_only: list[str]) -> Iterator[Emulator]:
+    """A running emulator with its own state folder, shared by the session."""
+    emu = Emulator(tmp_path_factory.mktemp("emulator-state")).start()
+    try:
+        yield emu
+    finally:
+        emu.close()
+
+
+@pytest.fixture
+def fresh_faults(emulator: Emulator) -> Iterator[Emulator]:
+    """The session emulator with faults cleared before and after the test."""
+    emulator.faults.clear()
+    yield emulator
+    emulator.faults.clear()
