@@ -1,0 +1,66 @@
+# obokit — developer tasks (GNU make).
+#
+#   make venv       create .venv and install obokit[test] against constraints.txt
+#   make test       run the test suite (extra args: make test PYTEST_ARGS="-k obo -x")
+#   make workbook   execute every notebooks/*.ipynb in order against the embedded emulator
+#   make lab        start JupyterLab on notebooks/ (extra args: LAB_ARGS=...)
+#   make lock       regenerate constraints.txt from pyproject.toml in a throwaway venv
+#   make clean      remove build/test artefacts (keeps .venv and .obokit/)
+
+PYTHON      ?= python3
+VENV        ?= .venv
+VENV_PY     := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+LOCKVENV    ?= /tmp/obokit-lockvenv
+PYTEST_ARGS ?=
+# Extra arguments for `make lab`; Jupyter refuses to run as root without --allow-root.
+LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test workbook lab lock clean
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+
+venv: $(STAMP)
+
+# Re-installs whenever pyproject.toml or constraints.txt changes. pip itself is
+# left as the interpreter ships it; every other version comes from constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install -c constraints.txt -e ".[test]"
+	touch $@
+
+test: venv
+	$(VENV_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+workbook: venv
+	$(VENV_PY) -m obokit.workbook run-all
+
+lab: venv
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
+
+# Installs the declared dependencies (runtime + test extra, read from
+# pyproject.toml) into a fresh throwaway venv and freezes the result.
+lock:
+	rm -rf $(LOCKVENV)
+	$(PYTHON) -m venv $(LOCKVENV)
+	$(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["test"]))' > $(LOCKVENV)/requirements.in
+	$(LOCKVENV)/bin/python -m pip install -r $(LOCKVENV)/requirements.in
+	{ \
+	  echo "# Pinned lock of obokit's runtime and test dependencies (Python 3.11)."; \
+	  echo "# Generated: do not edit by hand. Regenerate with:  make lock"; \
+	  echo "# (installs pyproject.toml's dependencies + [test] extra into a throwaway"; \
+	  echo "#  venv, then pip freeze --exclude-editable without obokit/pip/setuptools)."; \
+	  echo "# Keep the versions in environment.yml in step with this file."; \
+	  $(LOCKVENV)/bin/python -m pip freeze --exclude-editable \
+	    | grep -v -i -E '^(obokit|pip|setuptools|wheel)( ?[=@])'; \
+	} > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	rm -rf $(LOCKVENV)
+	@echo "constraints.txt regenerated; now sync environment.yml"
+
+clean:
+	rm -rf build dist test-artifacts .pytest_cache companion/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +

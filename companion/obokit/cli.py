@@ -1,0 +1,72 @@
+"""The `obokit` command line: run the emulator standalone, or reset its state.
+
+    obokit emulator serve [--state-dir DIR] [--identity-port N] [--graph-port N]
+    obokit emulator reset [--state-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .emulator import Emulator
+
+    emulator = Emulator(args.state_dir)
+    if args.reset:
+        emulator.reset()
+    emulator.start(identity_port=args.identity_port, graph_port=args.graph_port)
+    print("obokit emulator running. Put these lines in .env (or export them) to point clients at it:")
+    for line in emulator.env_lines():
+        print(f"  {line}")
+    print(f"State folder: {emulator.state_dir}. Stop with Ctrl+C.", flush=True)
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    while not stopped.wait(0.5):
+        if emulator.server is None or not emulator.server.running:
+            print("emulator stopped unexpectedly", file=sys.stderr)
+            return 1
+    emulator.close()
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from .emulator import Emulator
+
+    emulator = Emulator(args.state_dir)
+    emulator.reset()
+    emulator.close()
+    print(f"Emulator state in {emulator.state_dir} reset to the demo tenant.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="obokit", description="Companion tools of the Entra OBO workbook.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    emulator = commands.add_parser("emulator", help="the embedded Entra + Graph emulator")
+    actions = emulator.add_subparsers(dest="action", required=True)
+    serve = actions.add_parser("serve", help="run the emulator until interrupted")
+    serve.add_argument("--state-dir", type=Path, default=None, help="state folder (default: ./.obokit)")
+    serve.add_argument("--identity-port", type=int, default=0, help="identity port (default: any free port)")
+    serve.add_argument("--graph-port", type=int, default=0, help="Graph port (default: any free port)")
+    serve.add_argument("--reset", action="store_true", help="start from a freshly seeded demo tenant")
+    serve.set_defaults(handler=_serve)
+    reset = actions.add_parser("reset", help="reset the state to the seeded demo tenant")
+    reset.add_argument("--state-dir", type=Path, default=None)
+    reset.set_defaults(handler=_reset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

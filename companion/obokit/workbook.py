@@ -1,0 +1,171 @@
+"""Run the workbook's notebooks end to end.
+
+Usage::
+
+    python -m obokit.workbook run-all [--notebooks DIR] [--timeout SECONDS]
+                                      [--kernel NAME] [--save-dir DIR] [-x]
+
+``run-all`` executes every ``notebooks/*.ipynb`` in name order with nbclient,
+each in a fresh kernel whose working directory is the notebooks folder, and
+prints one ``PASS``/``FAIL`` line per notebook with its duration, then a
+total. The exit code is 0 when every notebook ran cleanly (or there were no
+notebooks yet) and 1 otherwise. Notebooks are never modified in place; use
+``--save-dir`` to keep the executed copies.
+
+The run targets the embedded emulator: ``OBOKIT_TARGET=emulator`` is forced
+for the kernels (a ``.env`` loaded with python-dotenv does not override it).
+If ``obokit.emulator`` provides ``embedded()`` -- a context manager that starts
+the emulator and yields a mapping of environment variables pointing clients
+at it -- the emulator is started once for the whole run and those variables
+are passed to every kernel; otherwise the notebooks start it themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # companion/obokit/ -> repo root
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _default_notebooks_dir() -> Path:
+    here = Path.cwd() / "notebooks"
+    return here if here.is_dir() else _PACKAGE_ROOT / "notebooks"
+
+
+@contextlib.contextmanager
+def _embedded_emulator() -> Iterator[Mapping[str, str] | None]:
+    import obokit.emulator as emulator
+
+    embedded = getattr(emulator, "embedded", None)
+    if embedded is None:
+        yield None
+        return
+    with embedded() as env:
+        yield dict(env or {})
+
+
+@contextlib.contextmanager
+def _patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _short_error(exc: BaseException, limit: int = 40) -> str:
+    lines = _ANSI.sub("", str(exc)).strip().splitlines() or [type(exc).__name__]
+    if len(lines) > limit:
+        lines = ["..."] + lines[-limit:]
+    return "\n".join("    " + line for line in lines)
+
+
+def _run_one(path: Path, *, timeout: int, kernel: str, save_dir: Path | None) -> BaseException | None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    error: BaseException | None = None
+    try:
+        client.execute()
+    except Exception as exc:  # CellExecutionError, DeadKernelError, timeouts, ...
+        error = exc
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save_dir / path.name)
+    return error
+
+
+def run_all(
+    notebooks_dir: Path,
+    *,
+    timeout: int = 300,
+    kernel: str = "python3",
+    save_dir: Path | None = None,
+    fail_fast: bool = False,
+) -> int:
+    notebooks = sorted(notebooks_dir.glob("*.ipynb")) if notebooks_dir.is_dir() else []
+    if not notebooks:
+        print(f"No notebooks yet: nothing to run in {notebooks_dir} (looked for *.ipynb).")
+        return 0
+
+    env = {
+        "OBOKIT_TARGET": "emulator",
+        # Pick this environment's python3 kernel over any user-level kernelspec.
+        "JUPYTER_PREFER_ENV_PATH": os.environ.get("JUPYTER_PREFER_ENV_PATH", "1"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    passed = failed = 0
+    started = time.perf_counter()
+    with _embedded_emulator() as emulator_env:
+        if emulator_env is None:
+            print("emulator: obokit.emulator.embedded() not available; notebooks start it themselves")
+        else:
+            env.update(emulator_env)
+            print("emulator: started for this run")
+        with _patched_environ(env):
+            for path in notebooks:
+                t0 = time.perf_counter()
+                error = _run_one(path, timeout=timeout, kernel=kernel, save_dir=save_dir)
+                seconds = time.perf_counter() - t0
+                if error is None:
+                    passed += 1
+                    print(f"PASS  {path.name}  {seconds:.1f}s", flush=True)
+                else:
+                    failed += 1
+                    print(f"FAIL  {path.name}  {seconds:.1f}s", flush=True)
+                    print(_short_error(error), flush=True)
+                    if fail_fast:
+                        break
+    total = time.perf_counter() - started
+    skipped = len(notebooks) - passed - failed
+    print(f"TOTAL  {len(notebooks)} notebooks  {total:.1f}s")
+    summary = f"workbook: {passed} passed, {failed} failed"
+    print(summary + (f", {skipped} skipped" if skipped else ""))
+    return 0 if failed == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m obokit.workbook", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run-all", help="execute every notebooks/*.ipynb in order against the embedded emulator")
+    run.add_argument("--notebooks", type=Path, default=None, help="folder of notebooks (default: ./notebooks)")
+    run.add_argument("--timeout", type=int, default=300, help="per-cell timeout in seconds (default: 300)")
+    run.add_argument("--kernel", default="python3", help="kernel name (default: python3)")
+    run.add_argument("--save-dir", type=Path, default=None, help="write executed copies here")
+    run.add_argument("-x", "--fail-fast", action="store_true", help="stop at the first failing notebook")
+    args = parser.parse_args(argv)
+
+    if args.command == "run-all":
+        return run_all(
+            args.notebooks or _default_notebooks_dir(),
+            timeout=args.timeout,
+            kernel=args.kernel,
+            save_dir=args.save_dir,
+            fail_fast=args.fail_fast,
+        )
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
