@@ -1,0 +1,209 @@
+"""One switch between the embedded emulator and a real tenant.
+
+`connect()` returns the `Target` the notebooks use. With nothing configured it starts the
+emulator (once per process); with `OBOKIT_TARGET=tenant` in `.env` it reads the tenant's
+coordinates. Teaching cells never branch on the target: the differences (admin sign-in,
+demo accounts, browser or headless sign-in) live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import webbrowser
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from azure.identity import DeviceCodeCredential
+
+from . import settings
+from .headless import HeadlessBrowser
+
+GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # Microsoft Graph Command Line Tools
+ADMIN_SCOPES = [
+    "https://graph.microsoft.com/Application.ReadWrite.All",
+    "https://graph.microsoft.com/DelegatedPermissionGrant.ReadWrite.All",
+    "https://graph.microsoft.com/AppRoleAssignment.ReadWrite.All",
+    "https://graph.microsoft.com/Directory.Read.All",
+]
+
+
+@dataclass(frozen=True)
+class DemoDirectory:
+    """The people, group and sites the workbook's examples use."""
+
+    admin: str
+    analyst: str  # member of the finance group, can open the finance site
+    engineer: str  # not in finance; can open the engineering site
+    finance_group_id: str
+    finance_site: str  # "{hostname}:/sites/{path}"
+    engineering_site: str
+
+
+@dataclass
+class Target:
+    """Where the workbook's identity and Graph calls go."""
+
+    kind: str  # "emulator" or "tenant"
+    tenant_id: str
+    authority: str  # https://host[:port]
+    graph_url: str  # .../v1.0
+    demo: DemoDirectory
+    secrets_file: Path
+    emulator: Any = None
+    _admin_credential: Any = field(default=None, repr=False)
+
+    @property
+    def authority_host(self) -> str:
+        return urlsplit(self.authority).netloc
+
+    @property
+    def tenant_authority(self) -> str:
+        return f"{self.authority}/{self.tenant_id}"
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.kind == "emulator"
+
+    # -- the admin's Graph credential -----------------------------------------------------
+    def admin_credential(self) -> DeviceCodeCredential:
+        """The admin signs in with the device code flow (Microsoft Graph Command Line Tools client).
+
+        On a tenant the prompt tells you where to enter the code; on the emulator the demo admin
+        approves it headlessly.
+        """
+        if self._admin_credential is None:
+            self._admin_credential = DeviceCodeCredential(
+                client_id=GRAPH_CLI_CLIENT_ID,
+                tenant_id=self.tenant_id,
+                authority=self.authority,
+                disable_instance_discovery=self.is_emulator,
+                prompt_callback=self._approve_device_code if self.is_emulator else None,
+            )
+        return self._admin_credential
+
+    def _approve_device_code(self, verification_uri: str, user_code: str, expires_on: Any) -> None:
+        response = httpx.post(
+            verification_uri, data={"user_code": user_code, "account": self.demo.admin, "action": "accept"}
+        )
+        response.raise_for_status()
+        print(f"Device code approved on the emulator as {self.demo.admin}.")
+
+    # -- interactive sign-in of a demo user -----------------------------------------------
+    async def sign_in(self, authorize_url: str, *, redirect_uri: str, account: str) -> str:
+        """Complete an authorization request; returns the callback URL with `code` and `state`.
+
+        Emulator: a headless browser picks `account`. Tenant: your browser opens and a one-shot
+        listener on the redirect URI's loopback port catches the answer.
+        """
+        if self.is_emulator:
+            return await HeadlessBrowser(account).sign_in(authorize_url, redirect_uri=redirect_uri)
+        return await asyncio.to_thread(_browser_sign_in, authorize_url, redirect_uri)
+
+
+def _browser_sign_in(authorize_url: str, redirect_uri: str, timeout: float = 300) -> str:
+    parts = urlsplit(redirect_uri)
+    captured: dict[str, str] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            captured["url"] = f"{parts.scheme}://{parts.netloc}{self.path}"
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"Signed in. You can close this tab and return to the notebook.")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with HTTPServer((parts.hostname or "localhost", parts.port or 80), Handler) as server:
+        server.timeout = timeout
+        webbrowser.open(authorize_url)
+        server.handle_request()
+    if "url" not in captured:
+        raise TimeoutError("no sign-in answer arrived at the redirect URI")
+    return captured["url"]
+
+
+_lock = threading.Lock()
+_current: Target | None = None
+
+
+def _emulator_target() -> Target:
+    from .emulator import Emulator, group_id
+    from .emulator.ids import SHAREPOINT_HOST, TENANT_DOMAIN
+
+    emulator = Emulator().start()
+    return Target(
+        kind="emulator",
+        tenant_id=emulator.tenant_id,
+        authority=emulator.authority,
+        graph_url=emulator.graph_url,
+        demo=DemoDirectory(
+            admin=f"adele@{TENANT_DOMAIN}",
+            analyst=f"bruno@{TENANT_DOMAIN}",
+            engineer=f"chen@{TENANT_DOMAIN}",
+            finance_group_id=group_id("finance"),
+            finance_site=f"{SHAREPOINT_HOST}:/sites/finance",
+            engineering_site=f"{SHAREPOINT_HOST}:/sites/engineering",
+        ),
+        secrets_file=emulator.state_dir / "workbook.env",
+        emulator=emulator,
+    )
+
+
+def _tenant_target() -> Target:
+    tenant = settings.tenant_settings()
+    env = settings.read_env()
+    missing = [k for k in ("DEMO_ADMIN_UPN", "DEMO_ANALYST_UPN", "DEMO_ENGINEER_UPN", "DEMO_FINANCE_GROUP_ID",
+                           "DEMO_FINANCE_SITE", "DEMO_ENGINEERING_SITE") if not env.get(k)]
+    if missing:
+        raise ValueError(f"OBOKIT_TARGET=tenant needs these keys in .env: {', '.join(missing)} (see .env.example)")
+    return Target(
+        kind="tenant",
+        tenant_id=tenant.tenant_id,
+        authority=tenant.authority_host,
+        graph_url=tenant.graph_base_url,
+        demo=DemoDirectory(
+            admin=env["DEMO_ADMIN_UPN"],
+            analyst=env["DEMO_ANALYST_UPN"],
+            engineer=env["DEMO_ENGINEER_UPN"],
+            finance_group_id=env["DEMO_FINANCE_GROUP_ID"],
+            finance_site=env["DEMO_FINANCE_SITE"],
+            engineering_site=env["DEMO_ENGINEERING_SITE"],
+        ),
+        secrets_file=settings.project_root() / settings.ENV_FILE_NAME,
+    )
+
+
+def connect() -> Target:
+    """The process-wide target: the emulator unless `.env` says `OBOKIT_TARGET=tenant`."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = _emulator_target() if settings.target() == "emulator" else _tenant_target()
+        return _current
+
+
+def disconnect() -> None:
+    """Stop the emulator (if this process started one) and forget the target."""
+    global _current
+    with _lock:
+        if _current is not None and _current.emulator is not None:
+            _current.emulator.close()
+        _current = None
+
+
+def write_secret(path: Path, key: str, value: str) -> None:
+    """Set `key=value` in an env file created owner-only (0600); other lines are kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines = [line for line in lines if not line.startswith(f"{key}=")] + [f"{key}={value}"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
