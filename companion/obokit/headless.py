@@ -78,29 +78,40 @@ class HeadlessBrowser:
     def __init__(self, account: str, *, client: httpx.AsyncClient | None = None) -> None:
         self.account = account
         self._client = client
+        self.steps: list[str] = []  # "METHOD origin/path -> status" of each page visited, for display
         self._redirect_uri: str | None = None
 
     async def sign_in(self, url: str, *, redirect_uri: str) -> str:
         """Return the final redirect to `redirect_uri` (with `code` and `state`), without requesting it."""
         self._redirect_uri = redirect_uri
-        async with (self._client or httpx.AsyncClient(timeout=30)) as client:
-            response = await client.get(url)
-            for _ in range(MAX_STEPS):
-                if response.is_redirect:
-                    location = urljoin(str(response.url), response.headers["location"])
-                    if location.startswith(redirect_uri):
-                        if "error=" in location and "code=" not in location:
-                            raise SignInError(f"sign-in failed: {location}")
-                        return location
-                    response = await client.get(location)
-                    continue
-                if response.status_code >= 400:
-                    raise SignInError(f"sign-in page answered {response.status_code}: {_text(response)}")
-                try:
-                    response = await self._submit(client, response)
-                except _FormPostResult as result:
-                    return str(result)
-            raise SignInError(f"no redirect to {redirect_uri} after {MAX_STEPS} steps")
+        if self._client is not None:  # the caller's client (and its cookies): the caller closes it
+            return await self._walk(self._client, url)
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await self._walk(client, url)
+
+    async def _walk(self, client: httpx.AsyncClient, url: str) -> str:
+        redirect_uri = self._redirect_uri
+        assert redirect_uri is not None
+        self.steps = []
+        response = await client.get(url)
+        for _ in range(MAX_STEPS):
+            request = response.request
+            self.steps.append(f"{request.method} {request.url.copy_with(query=None)} -> {response.status_code}")
+            if response.is_redirect:
+                location = urljoin(str(response.url), response.headers["location"])
+                if location.startswith(redirect_uri):
+                    if "error=" in location and "code=" not in location:
+                        raise SignInError(f"sign-in failed: {location}")
+                    return location
+                response = await client.get(location)
+                continue
+            if response.status_code >= 400:
+                raise SignInError(f"sign-in page answered {response.status_code}: {_text(response)}")
+            try:
+                response = await self._submit(client, response)
+            except _FormPostResult as result:
+                return str(result)
+        raise SignInError(f"no redirect to {redirect_uri} after {MAX_STEPS} steps")
 
     async def _submit(self, client: httpx.AsyncClient, page: httpx.Response) -> httpx.Response:
         forms = parse_forms(page.text)

@@ -148,6 +148,22 @@ class Directory:
                 request.values.append(value)
         return request
 
+    def resolve_consent_scopes(self, raw: str | None) -> list[ScopeRequest]:
+        """/authorize may name several resources, consented in one prompt (MSAL's "extra scopes to
+        consent", fastmcp's `additional_authorize_scopes`); a token is still one resource (28000 at /token)."""
+        try:
+            return [self.resolve_scopes(raw)]
+        except errors.EntraError as exc:
+            if exc.code != 28000:
+                raise
+        items = (raw or "").split()
+        oidc = [item for item in items if item in OIDC_SCOPES]
+        by_resource: dict[str, list[str]] = {}
+        for item in items:
+            if item not in OIDC_SCOPES:
+                by_resource.setdefault(self.resolve_scopes(item).resource_sp["id"], []).append(item)
+        return [self.resolve_scopes(" ".join([*group, *oidc])) for group in by_resource.values()]
+
     def exposed_scopes(self, sp: dict[str, Any], app: dict[str, Any] | None) -> list[dict[str, Any]]:
         if app is not None:
             return app.get("api", {}).get("oauth2PermissionScopes", [])

@@ -150,7 +150,7 @@ class IdentityApp:
             return self._redirect_error(redirect_uri, state, "invalid_request",
                                         EntraError(50148, "invalid_request", "The code_challenge_method is not supported."))
         try:
-            scopes = self.directory.resolve_scopes(q.get("scope"))
+            requests = self.directory.resolve_consent_scopes(q.get("scope"))
         except EntraError as exc:
             return self._redirect_error(redirect_uri, state, exc.error, exc)
         txn = stable_id("txn", time.time_ns(), client_id)
@@ -165,7 +165,7 @@ class IdentityApp:
             "response_mode": q.get("response_mode", "query"),
             "created": time.time(),
         }
-        shown = [f"{scopes.prefix}/{v}" if scopes.prefix else v for v in scopes.values] + scopes.oidc
+        shown = [f"{r.prefix}/{v}" if r.prefix else v for r in requests for v in r.values] + requests[0].oidc
         html = pages.sign_in_page(
             action=f"/{TENANT_ID}/oauth2/v2.0/authorize",
             txn=txn,
@@ -189,8 +189,8 @@ class IdentityApp:
         if user is None:
             raise EntraError(50034, "invalid_request", "The user account does not exist in this directory.")
         app, sp = self.directory.require_client(pending["client_id"])
-        scopes = self.directory.resolve_scopes(pending["scope"])
-        await self._record_user_consent(app, sp, scopes, user)
+        for scopes in self.directory.resolve_consent_scopes(pending["scope"]):  # one prompt, every resource
+            await self._record_user_consent(app, sp, scopes, user)
         code = self.service.new_code(
             PendingCode(
                 client_id=pending["client_id"],
