@@ -71,3 +71,11 @@ def fresh_faults(emulator: Emulator) -> Iterator[Emulator]:
     emulator.faults.clear()
     yield emulator
     emulator.faults.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_network_leak(loopback_only: list[str]) -> Iterator[None]:
+    """Fail any test during which something tried to reach a non-loopback address."""
+    before = len(loopback_only)
+    yield
+    assert loopback_only[before:] == [], f"non-loopback connections attempted: {loopback_only[before:]}"

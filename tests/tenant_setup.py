@@ -6,13 +6,18 @@ Uses the emulator's seeded app-only automation app, so tests don't depend on msg
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import msal
 
 from obokit.emulator import GRAPH_APP_ID, Emulator
+from obokit.headless import HeadlessBrowser
 
 GRAPH_SCOPES_FOR_TOOLS = "User.Read email offline_access openid profile GroupMember.Read.All Sites.Read.All"
 
@@ -89,3 +94,21 @@ def grant_graph_consent(emu: Emulator, registration: Registration, scope: str = 
 
 def user_upn(name: str) -> str:
     return f"{name}@{Emulator.tenant_domain}"
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even when called inside an event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def user_token(emu: Emulator, reg: Registration, upn: str, redirect_uri: str) -> str:
+    """An access token for `reg`'s own API signed in as `upn` (MSAL auth code + headless browser)."""
+    app = msal.ConfidentialClientApplication(
+        reg.app_id, client_credential=reg.secret, authority=emu.tenant_authority, instance_discovery=False
+    )
+    flow = app.initiate_auth_code_flow([reg.scope], redirect_uri=redirect_uri, response_mode="form_post")
+    callback = run_async(HeadlessBrowser(account=upn).sign_in(flow["auth_uri"], redirect_uri=redirect_uri))
+    result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
+    assert "access_token" in result, result.get("error_description")
+    return result["access_token"]

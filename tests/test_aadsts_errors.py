@@ -7,13 +7,10 @@ its aio twin (both raise `ClientAuthenticationError` quoting `AADSTS<code>`).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import jwt
@@ -24,8 +21,7 @@ from azure.identity import OnBehalfOfCredential
 from azure.identity.aio import OnBehalfOfCredential as AsyncOnBehalfOfCredential
 
 from obokit.emulator import Emulator
-from obokit.headless import HeadlessBrowser
-from tenant_setup import Registration, grant_graph_consent, register_api, user_upn
+from tenant_setup import Registration, grant_graph_consent, register_api, user_token, user_upn
 
 REDIRECT_URI = "http://localhost:8767/callback"
 GRAPH_USER_READ = "https://graph.microsoft.com/User.Read"
@@ -36,18 +32,6 @@ def confidential(emu: Emulator, client_id: str, secret: str) -> msal.Confidentia
     return msal.ConfidentialClientApplication(
         client_id, client_credential=secret, authority=emu.tenant_authority, instance_discovery=False
     )
-
-
-def user_token(emu: Emulator, reg: Registration, upn: str) -> str:
-    """An access token for `reg`'s own API signed in as `upn` (MSAL auth code + headless browser)."""
-    app = confidential(emu, reg.app_id, reg.secret)
-    flow = app.initiate_auth_code_flow([reg.scope], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    browser = HeadlessBrowser(account=upn)
-    with ThreadPoolExecutor(1) as pool:
-        callback = pool.submit(asyncio.run, browser.sign_in(flow["auth_uri"], redirect_uri=REDIRECT_URI)).result()
-    result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
-    assert "access_token" in result, result.get("error_description")
-    return result["access_token"]
 
 
 @dataclass
@@ -126,11 +110,6 @@ def tamper(token: str) -> str:
 
 
 # -- fixtures -------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def blocked_before(loopback_only: list[str]) -> int:
-    return len(loopback_only)
-
-
 @dataclass
 class Tenant:
     api: Registration  # the middle tier, with Graph consent
@@ -152,15 +131,15 @@ def tenant(emulator: Emulator) -> Tenant:
     saved = emulator.service.tokens.lifetime
     emulator.service.tokens.lifetime = 1
     try:
-        expired = user_token(emulator, api, user_upn("chen"))
+        expired = user_token(emulator, api, user_upn("chen"), REDIRECT_URI)
     finally:
         emulator.service.tokens.lifetime = saved
     app_only = confidential(emulator, api.app_id, api.secret).acquire_token_for_client([f"api://{api.app_id}/.default"])
     assert "access_token" in app_only, app_only.get("error_description")
     tenant = Tenant(
         api, other, no_sp,
-        bruno=user_token(emulator, api, user_upn("bruno")),
-        bruno_for_other=user_token(emulator, other, user_upn("bruno")),
+        bruno=user_token(emulator, api, user_upn("bruno"), REDIRECT_URI),
+        bruno_for_other=user_token(emulator, other, user_upn("bruno"), REDIRECT_URI),
         expired=expired,
         app_only=app_only["access_token"],
     )
@@ -231,7 +210,7 @@ def test_wrong_secret_is_http_401_with_entra_body(emulator: Emulator, tenant: Te
 @pytest.mark.parametrize("library", LIBRARIES)
 async def test_consent_required_then_granted(emulator: Emulator, library: str) -> None:
     reg = register_api(emulator, name=f"aadsts consent {library}", redirect_uris=[REDIRECT_URI])
-    request = Obo(reg.app_id, reg.secret, user_token(emulator, reg, user_upn("bruno")), [GRAPH_USER_READ])
+    request = Obo(reg.app_id, reg.secret, user_token(emulator, reg, user_upn("bruno"), REDIRECT_URI), [GRAPH_USER_READ])
     failure = await LIBRARIES[library](emulator, request)
     assert_surfaces(failure, library, 65001, "invalid_grant")
     if library == "msal":
@@ -244,7 +223,7 @@ async def test_consent_required_then_granted(emulator: Emulator, library: str) -
 def test_msal_replays_a_cached_400_for_60_seconds(emulator: Emulator) -> None:
     """MSAL's "UI required" cache: the same failing request on the same app object never reaches the server."""
     reg = register_api(emulator, name="aadsts msal cache", redirect_uris=[REDIRECT_URI])
-    assertion = user_token(emulator, reg, user_upn("chen"))
+    assertion = user_token(emulator, reg, user_upn("chen"), REDIRECT_URI)
     app = confidential(emulator, reg.app_id, reg.secret)
 
     def obo_requests() -> int:
@@ -257,7 +236,3 @@ def test_msal_replays_a_cached_400_for_60_seconds(emulator: Emulator) -> None:
     assert obo_requests() == before + 1  # the retry was answered from MSAL's cache
     fresh = confidential(emulator, reg.app_id, reg.secret).acquire_token_on_behalf_of(assertion, [GRAPH_USER_READ])
     assert "access_token" in fresh and obo_requests() == before + 2
-
-
-def test_module_traffic_stayed_on_loopback(loopback_only: list[str], blocked_before: int) -> None:
-    assert loopback_only[blocked_before:] == []

@@ -6,40 +6,21 @@ The sync credentials wrap MSAL (and so need `disable_instance_discovery=True`); 
 
 from __future__ import annotations
 
-import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import jwt
-import msal
 import pytest
 from azure.identity import ClientSecretCredential, OnBehalfOfCredential
 from azure.identity.aio import OnBehalfOfCredential as AsyncOnBehalfOfCredential
 
 from obokit.emulator import Emulator
-from obokit.headless import HeadlessBrowser
-from tenant_setup import Registration, grant_graph_consent, register_api, user_upn
+from tenant_setup import Registration, grant_graph_consent, register_api, user_token, user_upn
 
 REDIRECT_URI = "http://localhost:8766/callback"
 GRAPH = "https://graph.microsoft.com"
 GRAPH_USER_READ = f"{GRAPH}/User.Read"
-
-
-def user_token(emu: Emulator, reg: Registration, upn: str) -> str:
-    """An access token for `reg`'s own API signed in as `upn` (MSAL auth code + headless browser)."""
-    app = msal.ConfidentialClientApplication(
-        reg.app_id, client_credential=reg.secret, authority=emu.tenant_authority, instance_discovery=False
-    )
-    flow = app.initiate_auth_code_flow([reg.scope], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    browser = HeadlessBrowser(account=upn)
-    with ThreadPoolExecutor(1) as pool:
-        callback = pool.submit(asyncio.run, browser.sign_in(flow["auth_uri"], redirect_uri=REDIRECT_URI)).result()
-    result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
-    assert "access_token" in result, result.get("error_description")
-    return result["access_token"]
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -48,11 +29,6 @@ def claims_of(token: str) -> dict[str, Any]:
 
 def me(emu: Emulator, token: str) -> httpx.Response:
     return httpx.get(f"{emu.graph_url}/me", headers={"Authorization": f"Bearer {token}"})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def blocked_before(loopback_only: list[str]) -> int:
-    return len(loopback_only)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +40,7 @@ def api(emulator: Emulator) -> Registration:
 
 @pytest.fixture(scope="module")
 def adele_assertion(emulator: Emulator, api: Registration) -> str:
-    return user_token(emulator, api, user_upn("adele"))
+    return user_token(emulator, api, user_upn("adele"), REDIRECT_URI)
 
 
 def test_client_secret_credential_gets_an_app_only_graph_token(emulator: Emulator) -> None:
@@ -124,7 +100,7 @@ async def test_async_obo_credential_calls_graph_and_caches(emulator: Emulator, a
 
 
 async def test_async_obo_keeps_users_apart(emulator: Emulator, api: Registration, adele_assertion: str) -> None:
-    chen_assertion = user_token(emulator, api, user_upn("chen"))
+    chen_assertion = user_token(emulator, api, user_upn("chen"), REDIRECT_URI)
     results = {}
     for name, assertion in (("adele", adele_assertion), ("chen", chen_assertion)):
         async with AsyncOnBehalfOfCredential(
@@ -133,7 +109,3 @@ async def test_async_obo_keeps_users_apart(emulator: Emulator, api: Registration
         ) as credential:
             results[name] = claims_of((await credential.get_token(GRAPH_USER_READ)).token)["upn"]
     assert results == {"adele": user_upn("adele"), "chen": user_upn("chen")}
-
-
-def test_module_traffic_stayed_on_loopback(loopback_only: list[str], blocked_before: int) -> None:
-    assert loopback_only[blocked_before:] == []

@@ -7,13 +7,11 @@ client credentials and device code. Access tokens are verified with the emulator
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,7 +22,7 @@ import pytest
 
 from obokit.emulator import Emulator
 from obokit.headless import HeadlessBrowser, parse_forms
-from tenant_setup import Registration, grant_graph_consent, register_api, user_upn
+from tenant_setup import Registration, grant_graph_consent, register_api, run_async, user_upn
 
 REDIRECT_URI = "http://localhost:8765/callback"
 GRAPH = "https://graph.microsoft.com"
@@ -32,12 +30,6 @@ GRAPH_USER_READ = f"{GRAPH}/User.Read"
 
 
 # -- helpers --------------------------------------------------------------------------------
-def run_async(coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, even when called inside an event loop."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
 def confidential(emu: Emulator, client_id: str, secret: str) -> msal.ConfidentialClientApplication:
     return msal.ConfidentialClientApplication(
         client_id, client_credential=secret, authority=emu.tenant_authority, instance_discovery=False
@@ -78,12 +70,6 @@ def assert_ok(result: dict[str, Any]) -> None:
 
 
 # -- fixtures -------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def blocked_before(loopback_only: list[str]) -> int:
-    """Where the session's list of blocked connections stood when this module started."""
-    return len(loopback_only)
-
-
 @pytest.fixture(scope="module")
 def api(emulator: Emulator) -> Registration:
     """The MCP server's registration: v2 tokens, a redirect URI, admin consent for Graph."""
@@ -259,5 +245,3 @@ def test_device_code_declined_surfaces_authorization_declined(emulator: Emulator
 
 
 # -- no traffic left the machine ------------------------------------------------------------
-def test_module_traffic_stayed_on_loopback(loopback_only: list[str], blocked_before: int) -> None:
-    assert loopback_only[blocked_before:] == []

@@ -9,7 +9,7 @@ from typing import Any, Awaitable, Callable
 
 import jwt
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .directory import Directory
 from .errors import GraphError

@@ -322,7 +322,7 @@ class DirectoryEndpoints:
             (None, None),
         )
         if principal is None:
-            raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property 'principalId' of resource 'AppRoleAssignment'.")
+            raise GraphError(400, "Request_BadRequest", "Invalid value specified for property 'principalId' of resource 'AppRoleAssignment'.")
         if self.store.find_one("appRoleAssignments", resourceId=sp["id"], principalId=principal_id, appRoleId=body["appRoleId"]):
             raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "Permission being assigned already exists on the object")
         seq = await self.store.next_seq("assignment")
