@@ -7,12 +7,14 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 
 import httpx
+import jwt
 import pytest
 
-from obokit.emulator import Emulator, group_id
-from tenant_setup import admin_headers, register_api
+from obokit.emulator import Emulator, group_id, user_id
+from tenant_setup import admin_headers, register_api, user_token, user_upn
 
 
 def test_discovery_document_is_entra_shaped(emulator: Emulator) -> None:
@@ -155,3 +157,29 @@ def test_standalone_cli_serves_and_stops(tmp_path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_roles_claim_follows_app_role_assignments_including_groups(emulator: Emulator) -> None:
+    read_id, write_id = str(uuid.uuid4()), str(uuid.uuid4())
+    roles = [
+        {"id": rid, "value": value, "displayName": value, "description": value,
+         "allowedMemberTypes": ["User"], "isEnabled": True}
+        for rid, value in ((read_id, "Task.Read"), (write_id, "Task.Write"))
+    ]
+    reg = register_api(emulator, name="roles api", redirect_uris=["http://localhost/callback"], app_roles=roles)
+    headers = admin_headers(emulator)
+    assign = f"{emulator.graph_url}/servicePrincipals/{reg.sp_id}/appRoleAssignedTo"
+    # Bruno directly; Chen only through the Engineering group.
+    for principal, role in ((user_id("bruno"), write_id), (group_id("engineering"), read_id)):
+        response = httpx.post(assign, headers=headers, json={"principalId": principal, "resourceId": reg.sp_id, "appRoleId": role})
+        assert response.status_code == 201
+    duplicate = httpx.post(assign, headers=headers, json={"principalId": user_id("bruno"), "resourceId": reg.sp_id, "appRoleId": write_id})
+    assert duplicate.status_code == 409
+
+    def roles_of(upn: str) -> list[str] | None:
+        claims = jwt.decode(user_token(emulator, reg, upn, "http://localhost/callback"), options={"verify_signature": False})
+        return claims.get("roles")
+
+    assert roles_of(user_upn("bruno")) == ["Task.Write"]
+    assert roles_of(user_upn("chen")) == ["Task.Read"]
+    assert roles_of(user_upn("adele")) is None
