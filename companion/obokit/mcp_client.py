@@ -23,7 +23,7 @@ from mcp.shared.auth import AuthorizationCodeResult
 
 from obokit.headless import HeadlessBrowser, SignInError
 
-__all__ = ["HeadlessOAuth"]
+__all__ = ["HeadlessOAuth", "oauth_for"]
 
 _IN_MEMORY_WARNING = "Using in-memory token storage"
 
@@ -112,3 +112,14 @@ class HeadlessOAuth(OAuth):
             raise SignInError("callback_handler called before a headless sign-in completed")
         result, self._result = self._result, None
         return result
+
+
+def oauth_for(target: Any, *, account: str, **kwargs: Any) -> OAuth:
+    """The MCP client's OAuth for `target` (an `obokit.target.Target`).
+
+    Emulator: `HeadlessOAuth` signs in as the demo `account`. Tenant: FastMCP's own `OAuth`,
+    which opens your browser (sign in as that account there) and catches the redirect locally.
+    """
+    if target.is_emulator:
+        return HeadlessOAuth(account=account, **kwargs)
+    return OAuth(**kwargs)

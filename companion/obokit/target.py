@@ -94,6 +94,19 @@ class Target:
         response.raise_for_status()
         print(f"Device code approved on the emulator as {self.demo.admin}.")
 
+    def approve_device_code(self, flow: dict[str, Any], *, account: str) -> None:
+        """The person's half of a device-code flow started by MSAL's `initiate_device_flow`.
+
+        On a tenant you open `flow["verification_uri"]` and type the code yourself (MSAL's
+        `acquire_token_by_device_flow` waits for you); on the emulator `account` approves it here.
+        """
+        if not self.is_emulator:
+            return
+        response = httpx.post(
+            flow["verification_uri"], data={"user_code": flow["user_code"], "account": account, "action": "accept"}
+        )
+        response.raise_for_status()
+
     # -- interactive sign-in of a demo user -----------------------------------------------
     async def sign_in(self, authorize_url: str, *, redirect_uri: str, account: str) -> str:
         """Complete an authorization request; returns the callback URL with `code` and `state`.
@@ -116,6 +129,11 @@ def _browser_sign_in(authorize_url: str, redirect_uri: str, timeout: float = 300
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"Signed in. You can close this tab and return to the notebook.")
+
+        def do_POST(self) -> None:  # noqa: N802 - response_mode=form_post: code and state come in the body
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            self.path = f"{self.path.split('?', 1)[0]}?{body}"
+            self.do_GET()
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -3,14 +3,16 @@
 Usage::
 
     python -m obokit.workbook run-all [--notebooks DIR] [--timeout SECONDS]
-                                      [--kernel NAME] [--save-dir DIR] [-x]
+                                      [--kernel NAME] [--save-dir DIR] [--state-dir DIR] [-x]
 
 ``run-all`` executes every ``notebooks/*.ipynb`` in name order with nbclient,
 each in a fresh kernel whose working directory is the notebooks folder, and
 prints one ``PASS``/``FAIL`` line per notebook with its duration, then a
 total. The exit code is 0 when every notebook ran cleanly (or there were no
 notebooks yet) and 1 otherwise. Notebooks are never modified in place; use
-``--save-dir`` to keep the executed copies.
+``--save-dir`` to keep the executed copies. ``--state-dir`` points the kernels'
+``OBOKIT_STATE_DIR`` at another emulator state folder (default: the environment's
+value, else the repository's ``.obokit/``), e.g. a fresh one for a reproducible run.
 
 The run targets the embedded emulator: ``OBOKIT_TARGET=emulator`` is forced
 for the kernels (a ``.env`` loaded with python-dotenv does not override it).
@@ -73,7 +75,10 @@ def _short_error(exc: BaseException, limit: int = 40) -> str:
     return "\n".join("    " + line for line in lines)
 
 
-def _run_one(path: Path, *, timeout: int, kernel: str, save_dir: Path | None) -> BaseException | None:
+def run_notebook(
+    path: Path, *, timeout: int = 300, kernel: str = "python3", save_dir: Path | None = None
+) -> BaseException | None:
+    """Execute one notebook in a fresh kernel (cwd: its folder); returns the error, or None."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -102,6 +107,7 @@ def run_all(
     kernel: str = "python3",
     save_dir: Path | None = None,
     fail_fast: bool = False,
+    state_dir: Path | None = None,
 ) -> int:
     notebooks = sorted(notebooks_dir.glob("*.ipynb")) if notebooks_dir.is_dir() else []
     if not notebooks:
@@ -114,6 +120,8 @@ def run_all(
         "JUPYTER_PREFER_ENV_PATH": os.environ.get("JUPYTER_PREFER_ENV_PATH", "1"),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     }
+    if state_dir is not None:
+        env["OBOKIT_STATE_DIR"] = str(Path(state_dir).resolve())
     passed = failed = 0
     started = time.perf_counter()
     with _embedded_emulator() as emulator_env:
@@ -125,7 +133,7 @@ def run_all(
         with _patched_environ(env):
             for path in notebooks:
                 t0 = time.perf_counter()
-                error = _run_one(path, timeout=timeout, kernel=kernel, save_dir=save_dir)
+                error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir)
                 seconds = time.perf_counter() - t0
                 if error is None:
                     passed += 1
@@ -152,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--timeout", type=int, default=300, help="per-cell timeout in seconds (default: 300)")
     run.add_argument("--kernel", default="python3", help="kernel name (default: python3)")
     run.add_argument("--save-dir", type=Path, default=None, help="write executed copies here")
+    run.add_argument("--state-dir", type=Path, default=None, help="emulator state folder for the kernels")
     run.add_argument("-x", "--fail-fast", action="store_true", help="stop at the first failing notebook")
     args = parser.parse_args(argv)
 
@@ -162,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kernel=args.kernel,
             save_dir=args.save_dir,
             fail_fast=args.fail_fast,
+            state_dir=args.state_dir,
         )
     parser.error(f"unknown command {args.command!r}")
     return 2

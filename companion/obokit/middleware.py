@@ -1,0 +1,150 @@
+"""FastMCP middleware of the workbook server: who is calling, what they may see, what they did.
+
+* `CallerContext` reads the Entra token FastMCP already validated and puts a `Caller` (oid,
+  name, roles, scopes; never the token) into the request state, where tools read it with
+  `await ctx.get_state("caller")`.
+* `AppRoleGate` is tier 1 of the workbook's security: a tool tagged with an app role's name
+  (`@mcp.tool(tags={"Task.Write"})`) is listed only to callers whose token carries that role
+  in its `roles` claim, and a call from anyone else is refused before the tool runs.
+* `AuditTrail` writes one `obokit.audit.AuditEntry` per tool call.
+
+Order matters: FastMCP runs the first middleware of the list outermost, so
+`[CallerContext(), AuditTrail(log), AppRoleGate(...)]` audits the gate's refusals too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastmcp.exceptions import ToolError
+from fastmcp.server.dependencies import get_access_token
+from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.tools import Tool
+
+CALLER = "caller"  # the request-state key
+
+
+@dataclass
+class Caller:
+    """The signed-in user of one request, from the claims of their Entra access token."""
+
+    oid: str  # object id: the stable key for per-user data
+    upn: str  # preferred_username (v2) or upn (v1)
+    name: str
+    roles: tuple[str, ...]  # app roles assigned to the user (the `roles` claim)
+    scopes: tuple[str, ...]  # delegated scopes the client holds (the `scp` claim)
+    downstream: list[str] = field(default_factory=list)  # APIs called for this request (audit)
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> "Caller":
+        roles = claims.get("roles") or ()
+        return cls(
+            oid=str(claims.get("oid", "")),
+            upn=str(claims.get("preferred_username") or claims.get("upn") or ""),
+            name=str(claims.get("name", "")),
+            roles=(roles,) if isinstance(roles, str) else tuple(roles),
+            scopes=tuple(str(claims.get("scp", "")).split()),
+        )
+
+
+async def current_caller(context: Any) -> Caller:
+    """The `Caller` `CallerContext` stored for this request (`context`: a FastMCP `Context`)."""
+    caller = await context.get_state(CALLER) if context is not None else None
+    if caller is None:
+        raise refusal("no signed-in caller for this request (is CallerContext in the server's middleware?)")
+    return caller
+
+
+class CallerContext(Middleware):
+    """Put the caller's identity (`Caller`) into the request state for every MCP request."""
+
+    async def on_request(self, context: MiddlewareContext, call_next: CallNext) -> Any:
+        token = get_access_token()
+        if token is not None and context.fastmcp_context is not None:
+            caller = Caller.from_claims(token.claims)
+            # Request-scoped (serializable=False): a Caller is per request, never kept in the session.
+            await context.fastmcp_context.set_state(CALLER, caller, serializable=False)
+        return await call_next(context)
+
+
+def refusal(message: str) -> ToolError:
+    """A tool error the caller caused (bad input, no access): told to the client and audited, but
+    logged by FastMCP only at debug level, so it is not reported as a server fault."""
+    return ToolError(message, log_level=logging.DEBUG)
+
+
+class RoleRequired(ToolError):
+    """A tier-1 refusal: the tool needs an app role the caller does not hold."""
+
+    def __init__(self, tool: str, missing: list[str]) -> None:
+        super().__init__(f"{tool} requires the app role {', '.join(missing)}, which you have not been assigned",
+                         log_level=logging.DEBUG)
+        self.missing = missing
+
+
+class AppRoleGate(Middleware):
+    """Tier 1: tools tagged with one of `roles` are listed and callable only with that app role."""
+
+    def __init__(self, roles: Iterable[str] = ("Task.Read", "Task.Write")) -> None:
+        self.roles = frozenset(roles)
+
+    def required_roles(self, tool: Tool) -> set[str]:
+        return set(tool.tags) & self.roles
+
+    def allows(self, tool: Tool, caller_roles: Iterable[str]) -> bool:
+        return self.required_roles(tool) <= set(caller_roles)
+
+    async def on_list_tools(self, context: MiddlewareContext, call_next: CallNext) -> Sequence[Tool]:
+        tools = await call_next(context)
+        roles = _token_roles()
+        return [tool for tool in tools if self.allows(tool, roles)]
+
+    async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
+        name = context.message.name
+        tool = await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
+        if tool is not None:
+            missing = sorted(self.required_roles(tool) - set(_token_roles()))
+            if missing:
+                raise RoleRequired(name, missing)
+        return await call_next(context)
+
+
+def _token_roles() -> tuple[str, ...]:
+    token = get_access_token()
+    if token is None:
+        return ()
+    return Caller.from_claims(token.claims).roles
+
+
+class AuditTrail(Middleware):
+    """Record who called which tool, the downstream APIs it called for them, and the outcome."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log  # an obokit.audit.AuditLog
+
+    async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
+        caller = await context.fastmcp_context.get_state(CALLER) if context.fastmcp_context else None
+        outcome = "ok"
+        try:
+            return await call_next(context)
+        except RoleRequired as error:
+            outcome = f"denied: needs {', '.join(error.missing)}"
+            raise
+        except ToolError as error:
+            outcome = f"refused: {_first_line(error)}"
+            raise
+        except Exception as error:
+            outcome = f"error: {type(error).__name__}"
+            raise
+        finally:
+            self.log.record(
+                oid=caller.oid if caller else "", upn=caller.upn if caller else "(anonymous)",
+                tool=context.message.name, outcome=outcome, downstream=caller.downstream if caller else (),
+            )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
