@@ -92,6 +92,13 @@ def grant_graph_consent(emu: Emulator, registration: Registration, scope: str = 
     return grant["id"]
 
 
+def consented_api(emu: Emulator, name: str, redirect_uri: str) -> Registration:
+    """A middle-tier registration with `redirect_uri` and admin consent for the tools' Graph scopes."""
+    registration = register_api(emu, name=name, redirect_uris=[redirect_uri])
+    grant_graph_consent(emu, registration)
+    return registration
+
+
 def user_upn(name: str) -> str:
     return f"{name}@{Emulator.tenant_domain}"
 

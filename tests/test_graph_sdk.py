@@ -44,7 +44,7 @@ with warnings.catch_warnings():  # msgraph's generated builders warn about their
 from obokit.emulator import GRAPH_APP_ID, Emulator, group_id, user_id
 from obokit.graph import consistency_eventual, graph_client
 from obokit.headless import HeadlessBrowser
-from tenant_setup import Registration, grant_graph_consent, register_api, user_upn
+from tenant_setup import consented_api, Registration, user_upn
 
 pytestmark = [
     pytest.mark.emulator,
@@ -70,9 +70,7 @@ async def admin(emulator: Emulator) -> AsyncIterator[GraphServiceClient]:
 @pytest.fixture(scope="module")
 def middle_tier(emulator: Emulator) -> Registration:
     """The OBO middle tier: exposes mcp-access, holds a secret, has admin consent for Graph."""
-    reg = register_api(emulator, name="graph sdk middle tier", redirect_uris=[REDIRECT_URI])
-    grant_graph_consent(emulator, reg)
-    return reg
+    return consented_api(emulator, "graph sdk middle tier", REDIRECT_URI)
 
 
 _assertions: dict[tuple[str, str], str] = {}

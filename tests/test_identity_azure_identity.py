@@ -16,7 +16,7 @@ from azure.identity import ClientSecretCredential, OnBehalfOfCredential
 from azure.identity.aio import OnBehalfOfCredential as AsyncOnBehalfOfCredential
 
 from obokit.emulator import Emulator
-from tenant_setup import Registration, grant_graph_consent, register_api, user_token, user_upn
+from tenant_setup import consented_api, Registration, user_token, user_upn
 
 REDIRECT_URI = "http://localhost:8766/callback"
 GRAPH = "https://graph.microsoft.com"
@@ -33,9 +33,7 @@ def me(emu: Emulator, token: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def api(emulator: Emulator) -> Registration:
-    reg = register_api(emulator, name="azure-identity conformance api", redirect_uris=[REDIRECT_URI])
-    grant_graph_consent(emulator, reg)
-    return reg
+    return consented_api(emulator, "azure-identity conformance api", REDIRECT_URI)
 
 
 @pytest.fixture(scope="module")

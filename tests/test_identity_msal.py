@@ -22,7 +22,7 @@ import pytest
 
 from obokit.emulator import Emulator
 from obokit.headless import HeadlessBrowser, parse_forms
-from tenant_setup import Registration, grant_graph_consent, register_api, run_async, user_upn
+from tenant_setup import consented_api, register_api, Registration, run_async, user_upn
 
 REDIRECT_URI = "http://localhost:8765/callback"
 GRAPH = "https://graph.microsoft.com"
@@ -73,9 +73,7 @@ def assert_ok(result: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def api(emulator: Emulator) -> Registration:
     """The MCP server's registration: v2 tokens, a redirect URI, admin consent for Graph."""
-    reg = register_api(emulator, name="msal conformance api", redirect_uris=[REDIRECT_URI])
-    grant_graph_consent(emulator, reg)
-    return reg
+    return consented_api(emulator, "msal conformance api", REDIRECT_URI)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from obokit.obo import (
     raw_exchange,
     raw_obo_exchange,
 )
-from tenant_setup import Registration, grant_graph_consent, register_api, user_token, user_upn
+from tenant_setup import consented_api, register_api, Registration, user_token, user_upn
 
 REDIRECT_URI = "http://localhost:8765/callback"
 USER_READ = ["https://graph.microsoft.com/User.Read"]
@@ -40,9 +40,7 @@ def target(emulator: Emulator) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def api(emulator: Emulator) -> Registration:
-    reg = register_api(emulator, name="obo helpers api", redirect_uris=[REDIRECT_URI])
-    grant_graph_consent(emulator, reg)
-    return reg
+    return consented_api(emulator, "obo helpers api", REDIRECT_URI)
 
 
 @pytest.fixture(scope="module")
