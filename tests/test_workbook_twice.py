@@ -1,7 +1,7 @@
 """The whole workbook, twice in a row on one tenant, converges on the same directory objects.
 
 Each notebook runs in a fresh kernel (nbclient, as `make workbook` does) against one freshly
-seeded emulator state folder: 00..06, then a snapshot of what the workbook created, then 07 and a
+seeded emulator state folder: 00..07, then a snapshot of what the workbook created, then 08 and a
 check that nothing is left; and the same again. The second round must pass as well, end with the
 same objects (one of each registration, secret, grant and role assignment) and clean up as fully.
 """
@@ -18,7 +18,7 @@ from obokit.provisioning import GRAPH_APP_ID, MCP_SERVER_APP, TASK_API_APP, TASK
 from obokit.workbook import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-CLEANUP = NOTEBOOKS / "07-cleanup.ipynb"
+CLEANUP = NOTEBOOKS / "08-cleanup.ipynb"
 PREFIX = "obokit workbook"
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(900)]
@@ -75,9 +75,9 @@ def run_round(notebooks: list[Path], state_dir: Path) -> dict[str, Any]:
     after_06 = snapshot(state_dir)
     error = run_notebook(CLEANUP, timeout=120)
     assert error is None, f"{CLEANUP.name} failed:\n{str(error)[-3000:]}"
-    after_07 = snapshot(state_dir)
-    assert after_07 == {"applications": [], "service principals": [], "admin grants": [], "user grants": [],
-                        "role assignments": []}, "07-cleanup left objects behind"
+    after_cleanup = snapshot(state_dir)
+    assert after_cleanup == {"applications": [], "service principals": [], "admin grants": [], "user grants": [],
+                        "role assignments": []}, "08-cleanup left objects behind"
     return after_06
 
 

@@ -114,7 +114,7 @@ async def ensure_application(graph: GraphServiceClient, desired: Application) ->
         raise ValueError("the desired Application needs a display_name: it is how a re-run finds it")
     found = await find_applications(graph, name)
     if len(found) > 1:
-        raise RuntimeError(f"{len(found)} applications are named {name!r}; delete the extras (07-cleanup) and re-run")
+        raise RuntimeError(f"{len(found)} applications are named {name!r}; delete the extras (08-cleanup) and re-run")
     if not found:
         app = await graph.applications.post(desired)
         say(f"application {name!r} [created]")
