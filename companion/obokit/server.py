@@ -49,7 +49,8 @@ from .expenses import ExpenseBook
 from .kernel import BackgroundServer, bind_loopback, serve_in_background
 from .middleware import AppRoleGate, AuditTrail, CallerContext
 from .target import Target, write_secret
-from .tools import GraphApi, OboTokenSource, on_behalf_of, register_tools
+from .obo_cache import OboCache
+from .tools import GraphApi, OboTokenSource, cached_on_behalf_of, register_tools
 
 SIGNING_KEY_NAME = "MCP_PROXY_SIGNING_KEY"
 REQUIRED_SCOPES = ["mcp-access"]
@@ -138,11 +139,20 @@ def build_server(
     auth: AzureProvider | None = None,
     audit_log: AuditLog | None = None,
     expenses: ExpenseBook | None = None,
-    obo: OboTokenSource = on_behalf_of,
+    obo: OboTokenSource | None = None,
 ) -> FastMCP:
-    """The workbook's FastMCP server (not yet serving): Entra sign-in, tier-1 roles, OBO tools, audit."""
+    """The workbook's FastMCP server (not yet serving): Entra sign-in, tier-1 roles, OBO tools, audit.
+
+    `obo` is how the tools get a Graph token for the caller; by default an `OboCache` of the server's
+    app (one exchange per user token and scopes, coalesced, non-blocking), reachable as
+    `mcp.obo_cache`. Pass `obokit.tools.on_behalf_of` for FastMCP's own `EntraOBOToken` credential.
+    """
     auth = auth or workbook_auth(target, registration, base_url=base_url, storage_dir=storage_dir)
     audit_log = audit_log if audit_log is not None else AuditLog(Path(storage_dir) / "audit.jsonl")
+    cache: OboCache | None = None
+    if obo is None:
+        cache = OboCache.for_app(target, registration.mcp_server_client_id, registration.mcp_server_client_secret)
+        obo = cached_on_behalf_of(cache)
     graph = GraphApi(target.graph_url, obo=obo)
 
     @asynccontextmanager
@@ -153,6 +163,8 @@ def build_server(
             # FastMCP keeps one OnBehalfOfCredential per user token and never closes them.
             await auth.close_obo_credentials()
             await graph.aclose()
+            if cache is not None:
+                await cache.aclose()
 
     mcp = FastMCP(
         name,
@@ -160,6 +172,7 @@ def build_server(
         lifespan=lifespan,
         middleware=[CallerContext(), AuditTrail(audit_log), AppRoleGate(APP_ROLES)],
     )
+    mcp.obo_cache = cache  # type: ignore[attr-defined]  # None when `obo` was given
     return register_tools(mcp, graph=graph, expenses=expenses if expenses is not None else ExpenseBook())
 
 

@@ -11,8 +11,9 @@
 | `approve_expense` | `Task.Write` | - |
 
 Tier 1 is enforced by `obokit.middleware.AppRoleGate` from the tools' tags. Every Graph call
-goes through `GraphApi`, which gets its token from `on_behalf_of(scopes)`: swap that one
-function (`GraphApi(obo=...)`) to change how OBO tokens are obtained or cached.
+goes through `GraphApi`, which gets its token from an `OboTokenSource` (`GraphApi(obo=...)`):
+the server's default is `cached_on_behalf_of(OboCache)` (one exchange per user and scopes, coalesced,
+non-blocking); `on_behalf_of` is FastMCP's `EntraOBOToken` way (azure-identity's credential).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pydantic import Field
 
 from .expenses import CATEGORIES, ExpenseBook, InvalidExpense
 from .middleware import current_caller, refusal
+from .obo import OboError
+from .obo_cache import OboCache
 
 GRAPH = "https://graph.microsoft.com"
 GROUP_SCOPES = [f"{GRAPH}/GroupMember.Read.All"]
@@ -76,6 +79,26 @@ async def on_behalf_of(scopes: Sequence[str]) -> str:
         raise refusal(f"Microsoft Entra refused the on-behalf-of exchange: {reason}") from None
 
 
+def cached_on_behalf_of(cache: OboCache) -> OboTokenSource:
+    """The workbook server's default token source: OBO through `cache` (`obokit.obo_cache.OboCache`).
+
+    One exchange per (user token, scopes) until shortly before expiry, concurrent first calls
+    coalesced, nothing blocking the event loop. Refusals read as those of `on_behalf_of`.
+    """
+
+    async def obo(scopes: Sequence[str]) -> str:
+        token = get_access_token()
+        if token is None:
+            raise refusal("on-behalf-of needs a request authenticated by the server's AzureProvider")
+        try:
+            return await cache.token(token.token, scopes)
+        except OboError as error:
+            reason = error.description or error.error
+            raise refusal(f"Microsoft Entra refused the on-behalf-of exchange: {reason}") from None
+
+    return obo
+
+
 class GraphApi:
     """Microsoft Graph calls made for the current caller, with one shared HTTP connection pool."""
 
@@ -90,7 +113,8 @@ class GraphApi:
         caller = await current_caller(ctx)
         token = await self.obo(scopes)
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=15)
+            # Keep every connection of a burst alive: a new TLS handshake costs more than the request.
+            self._http = httpx.AsyncClient(timeout=15, limits=httpx.Limits(max_connections=100, max_keepalive_connections=100))
         response = await self._http.get(
             f"{self.base_url}{path}", params=params, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
         )
