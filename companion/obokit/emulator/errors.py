@@ -167,3 +167,14 @@ def multiple_resources(scopes: str) -> EntraError:
         "Provided value for the input parameter scope is not valid because it contains more than "
         f"one resource. Scope {scopes} is not valid.",
     )
+
+
+def mfa_required(resource: str, claims: str) -> EntraError:
+    return EntraError(
+        50076,
+        "interaction_required",
+        "Due to a configuration change made by your administrator, or because you moved to a new location, "
+        f"you must use multi-factor authentication to access '{resource}'.",
+        suberror="basic_action",
+        claims=claims,
+    )

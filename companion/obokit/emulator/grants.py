@@ -15,9 +15,10 @@ from urllib.parse import unquote
 import jwt
 
 from . import errors
+from .conditional_access import ConditionalAccess
 from .directory import Directory, ScopeRequest
 from .errors import EntraError
-from .ids import TENANT_ID
+from .ids import GRAPH_APP_ID, TENANT_ID
 from .store import Store
 from .tokens import (
     V1_ISSUER,
@@ -94,6 +95,7 @@ class TokenService:
         self.codes: dict[str, PendingCode] = {}
         self.device_flows: dict[str, DeviceFlow] = {}
         self.stats = Stats()
+        self.conditional_access = ConditionalAccess()
 
     # -- entry point ----------------------------------------------------------------------
     async def handle(self, form: dict[str, str], authorization: str | None) -> dict[str, Any]:
@@ -362,6 +364,7 @@ class TokenService:
         scopes = self.directory.resolve_scopes(form["scope"])
         subject = Subject(user, app, sp, True)
         self._require_consent(subject, scopes)
+        self.conditional_access.check(claims, (scopes.resource_sp or {}).get("appId", GRAPH_APP_ID))
         self.stats.obo_by_user_scope[(user["id"], form["scope"])] += 1
         return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1")
 
