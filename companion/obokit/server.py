@@ -50,6 +50,7 @@ from .kernel import BackgroundServer, bind_loopback, serve_in_background
 from .middleware import AppRoleGate, AuditTrail, CallerContext
 from .target import Target, write_secret
 from .obo_cache import OboCache
+from .verifier import harden
 from .tools import GraphApi, OboTokenSource, cached_on_behalf_of, register_tools
 
 SIGNING_KEY_NAME = "MCP_PROXY_SIGNING_KEY"
@@ -116,7 +117,8 @@ def workbook_auth(target: Target, registration: ServerRegistration, *, base_url:
                   client_storage: AsyncKeyValue | None = None) -> AzureProvider:
     """Entra in front of the server: FastMCP's OAuth proxy for the app registration of 01."""
     key = signing_key(target)
-    return AzureProvider(
+    # harden: fastmcp's JWTVerifier plus the checks it skips (nbf, exp required, tid; obokit.verifier).
+    return harden(AzureProvider(
         client_id=registration.mcp_server_client_id,
         client_secret=registration.mcp_server_client_secret,
         tenant_id=target.tenant_id,
@@ -126,7 +128,7 @@ def workbook_auth(target: Target, registration: ServerRegistration, *, base_url:
         allowed_client_redirect_uris=CLIENT_REDIRECT_URIS,
         jwt_signing_key=key,
         client_storage=client_storage if client_storage is not None else persistent_client_store(storage_dir, key),
-    )
+    ), tenant_id=target.tenant_id)
 
 
 def build_server(
