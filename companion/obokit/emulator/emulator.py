@@ -20,6 +20,7 @@ from .grants import TokenService
 from .graph_app import GraphApp
 from .graph_core import GraphContext
 from .identity import IdentityApp
+from .recorder import RequestLog
 from .ids import GRAPH_CLI_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID
 from .seed import AUTOMATION_APP_ID, demo_tenant
 from .signing import KeySet
@@ -50,6 +51,7 @@ class Emulator:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.token_lifetime = token_lifetime
         self.faults = Faults()
+        self.graph_requests = RequestLog()  # read-only: what the Graph host received (tests)
         self.tls = ensure_tls(self.state_dir / "tls")
         self.keys = KeySet(self.state_dir / "keys")
         self.store = Store(self.state_dir / "emulator.sqlite3")
@@ -78,7 +80,7 @@ class Emulator:
             self.server = serve_in_background(
                 {
                     "identity": FaultMiddleware(identity_app, self.faults, "identity"),
-                    "graph": FaultMiddleware(graph_app, self.faults, "graph"),
+                    "graph": self.graph_requests.wrap(FaultMiddleware(graph_app, self.faults, "graph")),
                 },
                 name=f"obokit-emulator:{self.state_dir}",
                 sockets={"identity": identity_sock, "graph": graph_sock},
