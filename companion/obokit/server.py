@@ -56,13 +56,22 @@ from .tools import GraphApi, OboTokenSource, cached_on_behalf_of, register_tools
 SIGNING_KEY_NAME = "MCP_PROXY_SIGNING_KEY"
 REQUIRED_SCOPES = ["mcp-access"]
 APP_ROLES = ("Task.Read", "Task.Write")
-# Redirect URIs MCP clients may register through the proxy's dynamic client registration:
-# loopback callbacks on any port (FastMCP's client, MCP Inspector, Claude Code) and VS Code's.
+# Redirect URIs MCP clients may register through the proxy's dynamic client registration (every
+# URI of a registration must match; README "Connecting other MCP clients"):
 CLIENT_REDIRECT_URIS = [
+    # FastMCP's client, the mcp SDK's, Claude Code: a loopback /callback on any port
     "http://localhost:*/callback",
     "http://127.0.0.1:*/callback",
+    # MCP Inspector (port 6274 unless CLIENT_PORT is set): its callback and its debug callback
+    "http://localhost:*/oauth/callback",
+    "http://localhost:*/oauth/callback/debug",
+    "http://127.0.0.1:*/oauth/callback",
+    "http://127.0.0.1:*/oauth/callback/debug",
+    # VS Code registers all four; it listens on 127.0.0.1:33418/ or, when taken, on any free port.
+    # A loopback pattern whose path is "/" admits any path on 127.0.0.1 (RFC 8252 loopback redirect).
     "https://vscode.dev/redirect",
-    "http://127.0.0.1:33418/*",
+    "https://insiders.vscode.dev/redirect",
+    "http://127.0.0.1:*/",
 ]
 
 
