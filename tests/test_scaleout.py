@@ -1,0 +1,152 @@
+"""Scale-out: two replicas of the workbook server behind a round-robin proxy, OAuth state in a real Redis.
+
+Debian's `redis-server` runs on an ephemeral loopback port; two real FastMCP servers with AzureProvider serve
+behind `obokit.scaleout.RoundRobinProxy`; a real `fastmcp.Client` signs in headlessly against the session
+emulator. A client that registered through replica 1 keeps working through replica 2 and after both replicas
+are replaced, without registering again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from fastmcp import Client
+from fastmcp.server.auth.jwt_issuer import derive_jwt_key
+from tenant_setup import user_upn
+from test_server_tools import FINANCE_SITE, make_target, register_workbook_server
+
+from obokit.emulator import Emulator
+from obokit.mcp_client import HeadlessOAuth
+from obokit.provisioning import Registrations
+from obokit.redis_server import RedisNotInstalled, RedisServer, redis_server_binary, start_redis
+from obokit.scaleout import STORAGE_SALT, ScaleOut, start_scale_out
+from obokit.server import signing_key
+
+pytestmark = [
+    pytest.mark.emulator, pytest.mark.slow, pytest.mark.timeout(300),
+    # redis-py 8 deprecates SETEX, which py-key-value's RedisStore uses for entries with a TTL
+    pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning"),
+]
+
+COLLECTIONS = {"mcp-oauth-proxy-clients", "mcp-upstream-tokens", "mcp-jti-mappings", "mcp-refresh-tokens"}
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = start_redis()
+    yield server
+    server.stop()
+    assert not server.running and not server.directory.exists()
+
+
+@pytest.fixture(scope="module")
+def cluster(emulator: Emulator, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
+    folder = tmp_path_factory.mktemp("scale-out")
+    reg = register_workbook_server(emulator, "scale-out test", consent=True)
+    registration = Registrations(mcp_server_client_id=reg.app_id, mcp_server_client_secret=reg.secret)
+    running = start_scale_out(make_target(emulator, folder), redis.url, replicas=2, registration=registration,
+                              storage_dir=folder / "servers")
+    yield running
+    running.stop()
+
+
+async def whoami_and_site(url: str, auth: HeadlessOAuth, calls: int = 1) -> list[dict]:
+    """`calls` rounds of whoami + check_site_access (OBO to Graph) in one MCP session."""
+    results = []
+    async with Client(url, auth=auth) as client:
+        for _ in range(calls):
+            results.append((await client.call_tool("whoami")).data)
+            results.append((await client.call_tool("check_site_access", {"site": FINANCE_SITE})).data)
+    return results
+
+
+def test_redis_server_is_debians_and_private(redis: RedisServer) -> None:
+    assert redis_server_binary().endswith("redis-server")
+    print(f"redis-server {redis.version()} at {redis.address}")
+    config = (redis.directory / "redis.conf").read_text()
+    assert "bind 127.0.0.1" in config and 'save ""' in config and "appendonly no" in config
+    assert (redis.directory / "redis.conf").stat().st_mode & 0o077 == 0, "the config holds the password"
+    import redis as redis_py
+
+    with redis_py.Redis(host="127.0.0.1", port=redis.port) as anonymous, pytest.raises(
+        redis_py.exceptions.AuthenticationError
+    ):
+        anonymous.ping()
+
+
+def test_missing_redis_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OBOKIT_REDIS_SERVER", str(tmp_path / "nope"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("obokit.redis_server.Path.is_file", lambda self: False)
+    with pytest.raises(RedisNotInstalled, match="apt-get install redis-server"):
+        start_redis()
+
+
+async def test_registered_through_replica_1_works_through_replica_2_and_after_a_restart(
+    cluster: ScaleOut, redis: RedisServer
+) -> None:
+    bruno = HeadlessOAuth(account=user_upn("bruno"))
+    timings = {}
+
+    t0 = time.perf_counter()
+    cluster.use("replica-1")  # replica 2 drained: the whole sign-in goes through replica 1
+    first = await whoami_and_site(cluster.mcp_url, bruno)
+    timings["sign-in + 2 calls via replica 1"] = time.perf_counter() - t0
+    client_id = bruno.context.client_info.client_id
+    assert cluster.proxy.answered_by("/register") == {"replica-1": 1}
+    assert first[0]["upn"] == user_upn("bruno") and first[1]["access"] == "granted"
+
+    t0 = time.perf_counter()
+    cluster.use("replica-2")  # replica 1 drained: replica 2 has never seen this client
+    second = await whoami_and_site(cluster.mcp_url, bruno)
+    timings["2 calls via replica 2"] = time.perf_counter() - t0
+    assert second == first
+
+    cluster.use_all()
+    before = len(cluster.proxy.routes)
+    spread = await whoami_and_site(cluster.mcp_url, bruno, calls=3)
+    mcp_routes = [r for r in cluster.proxy.routes[before:] if r.path == "/mcp"]
+    assert {r.replica for r in mcp_routes} == {"replica-1", "replica-2"}, "round-robin reached both replicas"
+    assert [r.replica for r in mcp_routes] == [("replica-1", "replica-2")[i % 2] for i in range(len(mcp_routes))]
+    assert all(r.status < 400 for r in mcp_routes), mcp_routes
+    assert spread == first * 3
+
+    t0 = time.perf_counter()
+    old = [r.url for r in cluster.replicas]
+    cluster.restart()
+    timings["restart both"] = time.perf_counter() - t0
+    assert [r.url for r in cluster.replicas] != old and all(r.running for r in cluster.replicas)
+    t0 = time.perf_counter()
+    after = await whoami_and_site(cluster.mcp_url, bruno, calls=2)
+    timings["4 calls after restart"] = time.perf_counter() - t0
+    assert after == first * 2
+    assert bruno.context.client_info.client_id == client_id
+    assert sum(cluster.proxy.answered_by("/register").values()) == 1, "the client never registered again"
+    assert sum(cluster.proxy.answered_by("/authorize").values()) == 1, "nor signed in again"
+    audited = {r.name: len(r.audit_log) for r in cluster.replicas}
+    print("timings:", {k: f"{v:.2f} s" for k, v in timings.items()}, "| audit after restart:", audited)
+
+
+def test_redis_holds_the_proxy_state_encrypted(cluster: ScaleOut, redis: RedisServer) -> None:
+    """Every value in Redis is a Fernet token under the key derived from the signing key; none is plain JSON."""
+    fernet = Fernet(derive_jwt_key(high_entropy_material=signing_key(cluster.target), salt=STORAGE_SALT))
+    with redis.client() as client:
+        keys = list(client.scan_iter(count=1000))
+        assert COLLECTIONS <= {key.split("::", 1)[0] for key in keys}, keys
+        for key in keys:
+            raw = client.get(key)
+            value = json.loads(raw)["value"]
+            assert set(value) == {"__encrypted_data__", "__encryption_version__"}, key
+            for plain in ("access_token", "refresh_token", "client_secret", "redirect_uris", "eyJ"):
+                assert plain not in raw, f"{plain!r} in plain text under {key.split('::')[0]}"
+            decrypted = fernet.decrypt(base64.b64decode(value["__encrypted_data__"]))
+            assert isinstance(json.loads(decrypted), dict)
+        clients = [json.loads(fernet.decrypt(base64.b64decode(json.loads(client.get(k))["value"]["__encrypted_data__"])))
+                   for k in keys if k.startswith("mcp-oauth-proxy-clients::")]
+    assert len(clients) == 1, "one registration for the one client, whichever replica it went through"
