@@ -1,111 +1,177 @@
-"""The whole workbook, twice in a row on one tenant, converges on the same directory objects.
+"""Every notebook run twice on one tenant leaves exactly one of each object; the clean-up removes exactly those.
 
-Each notebook runs in a fresh kernel (nbclient, as `make workbook` does) against one freshly
-seeded emulator state folder: 00..07, then a snapshot of what the workbook created, then 08 and a
-check that nothing is left; and the same again. The second round must pass as well, end with the
-same objects (one of each registration, secret, grant and role assignment) and clean up as fully.
+The notebooks run in fresh kernels (nbclient, as `make workbook` does) against one freshly seeded
+emulator state folder, found by glob (the clean-up notebook is the one named `*cleanup*`):
+
+1. every notebook but the clean-up, then a count of the emulator's directory;
+2. the same notebooks again on the same state, *without* cleaning up in between, and a second
+   count: still one application, service principal, grant and role assignment of each kind, one
+   live secret per confidential app (rotated: a new key id, never a second secret), the same object
+   ids (found and updated, not deleted and re-created), no collection grown by a single object;
+3. the clean-up, twice: it removes exactly what the workbook created (the directory is back to
+   the seeded tenant), and a second run finds nothing to remove.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dotenv import dotenv_values
 
+from obokit.emulator.seed import demo_tenant
 from obokit.emulator.store import Store
-from obokit.provisioning import GRAPH_APP_ID, MCP_SERVER_APP, TASK_API_APP, TASK_CLIENT_APP
+from obokit.provisioning import GRAPH_APP_ID, MCP_SERVER_APP, SECRET_KEYS, TASK_API_APP, TASK_CLIENT_APP
 from obokit.workbook import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-CLEANUP = NOTEBOOKS / "08-cleanup.ipynb"
 PREFIX = "obokit workbook"
+# Directory objects (what Graph lists). Refresh tokens are the emulator's private sign-in state,
+# one per sign-in as in Entra, and not objects anybody could clean up.
+DIRECTORY = ("applications", "servicePrincipals", "oauth2PermissionGrants", "appRoleAssignments", "users", "groups", "sites")
 
-pytestmark = [pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(1200)]
 
-EXPECTED_AFTER_06 = {
-    "applications": [(MCP_SERVER_APP, 1), (TASK_API_APP, 1), (TASK_CLIENT_APP, 0)],  # (name, live secrets)
+ROLE_ASSIGNMENTS = sorted(
+    (api, user, role)
+    for api in (MCP_SERVER_APP, TASK_API_APP)
+    for user, role in (("Bruno Diaz", "Task.Read"), ("Bruno Diaz", "Task.Write"), ("Chen Li", "Task.Read"))
+)
+EXPECTED = {  # after the workbook, before its clean-up: exactly these, however often it ran
+    "applications": [MCP_SERVER_APP, TASK_API_APP, TASK_CLIENT_APP],
+    "live secrets": {MCP_SERVER_APP: 1, TASK_API_APP: 1, TASK_CLIENT_APP: 0},
     "service principals": [MCP_SERVER_APP, TASK_API_APP, TASK_CLIENT_APP],
     "admin grants": [
         (MCP_SERVER_APP, "Microsoft Graph",
          ("GroupMember.Read.All", "Sites.Read.All", "User.Read", "email", "offline_access", "openid", "profile")),
         (TASK_API_APP, "Microsoft Graph", ("User.Read",)),
     ],
-    "role assignments": sorted(
-        (api, user, role)
-        for api in (MCP_SERVER_APP, TASK_API_APP)
-        for user, role in (("Bruno Diaz", "Task.Read"), ("Bruno Diaz", "Task.Write"), ("Chen Li", "Task.Read"))
-    ),
+    "role assignments": ROLE_ASSIGNMENTS,
 }
 
 
-def snapshot(state_dir: Path) -> dict[str, Any]:
-    """The workbook's objects in the emulator's directory, without ids (those change on re-creation)."""
+def cleanup_notebook() -> Path:
+    found = sorted(NOTEBOOKS.glob("*cleanup*.ipynb"))
+    assert len(found) == 1, f"expected one clean-up notebook, found {[p.name for p in found]}"
+    return found[0]
+
+
+def read_store(state_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every directory object of the emulator's state, by collection and id."""
     store = Store(state_dir / "emulator.sqlite3")
     try:
-        sps = {sp["id"]: sp["displayName"] for sp in store.all("servicePrincipals")}
-        ours = {oid for oid, name in sps.items() if name.startswith(PREFIX)}
-        users = {u["id"]: u["displayName"] for u in store.all("users")}
-        apps = sorted((a["displayName"], len(a.get("passwordCredentials", [])))
-                      for a in store.all("applications") if (a.get("displayName") or "").startswith(PREFIX))
-        grants = [g for g in store.all("oauth2PermissionGrants") if {g["clientId"], g["resourceId"]} & ours]
-        roles = {}
-        for sp in store.all("servicePrincipals"):
-            app = store.find_one("applications", appId=sp["appId"]) or {}
-            roles.update({r["id"]: r["value"] for r in app.get("appRoles", [])})
-        return {
-            "applications": apps,
-            "service principals": sorted(sps[i] for i in ours),
-            "admin grants": sorted((sps[g["clientId"]], sps[g["resourceId"]], tuple(sorted(g["scope"].split())))
-                                   for g in grants if g["consentType"] == "AllPrincipals"),
-            "user grants": sorted((sps[g["clientId"]], sps[g["resourceId"]], users.get(g["principalId"]),
-                                   tuple(sorted(g["scope"].split())))
-                                  for g in grants if g["consentType"] == "Principal"),
-            "role assignments": sorted((sps[a["resourceId"]], a["principalDisplayName"], roles.get(a["appRoleId"]))
-                                       for a in store.all("appRoleAssignments") if a["resourceId"] in ours),
-        }
+        return {collection: {o["id"]: o for o in store.all(collection)} for collection in DIRECTORY}
     finally:
         store.close()
 
 
-def run_round(notebooks: list[Path], state_dir: Path) -> dict[str, Any]:
-    for path in notebooks:
-        error = run_notebook(path, timeout=120)
-        assert error is None, f"{path.name} failed:\n{str(error)[-3000:]}"
-    after_06 = snapshot(state_dir)
-    error = run_notebook(CLEANUP, timeout=120)
-    assert error is None, f"{CLEANUP.name} failed:\n{str(error)[-3000:]}"
-    after_cleanup = snapshot(state_dir)
-    assert after_cleanup == {"applications": [], "service principals": [], "admin grants": [], "user grants": [],
-                        "role assignments": []}, "08-cleanup left objects behind"
-    return after_06
+def workbook_view(state: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The workbook's objects by name (counts are in the lists), and their ids for identity checks."""
+    sps = {i: sp["displayName"] for i, sp in state["servicePrincipals"].items()}
+    ours = {i for i, name in sps.items() if name.startswith(PREFIX)}
+    users = {i: u["displayName"] for i, u in state["users"].items()}
+    apps = [a for a in state["applications"].values() if (a.get("displayName") or "").startswith(PREFIX)]
+    grants = [g for g in state["oauth2PermissionGrants"].values() if {g["clientId"], g["resourceId"]} & ours]
+    assignments = [a for a in state["appRoleAssignments"].values() if a["resourceId"] in ours or a["principalId"] in ours]
+    roles = {r["id"]: r["value"] for a in state["applications"].values() for r in a.get("appRoles", [])}
+    return {
+        "applications": sorted(a["displayName"] for a in apps),
+        "live secrets": {a["displayName"]: len(a.get("passwordCredentials", [])) for a in apps},
+        "service principals": sorted(sps[i] for i in ours),
+        "admin grants": sorted((sps[g["clientId"]], sps[g["resourceId"]], tuple(sorted(g["scope"].split())))
+                               for g in grants if g["consentType"] == "AllPrincipals"),
+        "user grants": sorted((sps[g["clientId"]], sps[g["resourceId"]], users.get(g["principalId"]),
+                               tuple(sorted(g["scope"].split())))
+                              for g in grants if g["consentType"] == "Principal"),
+        "role assignments": sorted((sps[a["resourceId"]], a["principalDisplayName"], roles.get(a["appRoleId"]))
+                                   for a in assignments),
+        # not compared with EXPECTED: ids, to tell "found again" from "deleted and re-created"
+        "_ids": {
+            "applications": sorted(a["id"] for a in apps),
+            "service principals": sorted(ours),
+            "role assignments": sorted(a["id"] for a in assignments),
+        },
+        "_secret key ids": sorted(c["keyId"] for a in apps for c in a.get("passwordCredentials", [])),
+    }
 
 
-def test_workbook_runs_twice_to_the_same_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    notebooks = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if p != CLEANUP)
-    assert CLEANUP.exists() and notebooks, "the workbook's notebooks are missing"
+def seeded_ids() -> dict[str, set[str]]:
+    """The ids of the freshly seeded demo tenant's directory objects, by collection."""
+    ids: dict[str, set[str]] = {c: set() for c in DIRECTORY}
+    for collection, obj in demo_tenant()[0]:
+        if collection in ids:
+            ids[collection].add(obj["id"])
+    return ids
+
+
+def counts(state: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
+    return {collection: len(objects) for collection, objects in state.items()}
+
+
+def run(path: Path) -> None:
+    error = run_notebook(path, timeout=120)
+    assert error is None, f"{path.name} failed:\n{str(error)[-3000:]}"
+
+
+@pytest.fixture
+def workbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state_dir = tmp_path / "state"
     monkeypatch.setenv("OBOKIT_STATE_DIR", str(state_dir))  # the kernels inherit this environment
     monkeypatch.setenv("OBOKIT_TARGET", "emulator")
     monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-
-    first = run_round(notebooks, state_dir)
-    assert {k: v for k, v in first.items() if k != "user grants"} == EXPECTED_AFTER_06
-    assert all(resource == "Microsoft Graph" or client.startswith(PREFIX) for client, resource, *_ in first["user grants"])
-
-    second = run_round(notebooks, state_dir)
-    assert second == first, "the second run of the workbook ended with different objects"
+    return state_dir
 
 
-def test_snapshot_sees_graph_by_its_app_id(tmp_path: Path) -> None:
-    """The snapshot names Microsoft Graph's seeded service principal (a guard for the expectations above)."""
+def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_them(workbook_env: Path) -> None:
+    state_dir = workbook_env
+    cleanup = cleanup_notebook()
+    notebooks = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if p != cleanup)
+    assert len(notebooks) >= 7, "the workbook's notebooks are missing"
+
+    for path in notebooks:
+        run(path)
+    first = read_store(state_dir)
+    once = workbook_view(first)
+    assert {k: v for k, v in once.items() if k in EXPECTED} == EXPECTED
+    assert all(resource == "Microsoft Graph" or client.startswith(PREFIX) for client, resource, *_ in once["user grants"])
+
+    for path in notebooks:  # again, on the same tenant, without the clean-up in between
+        run(path)
+    second = read_store(state_dir)
+    twice = workbook_view(second)
+    assert {k: v for k, v in twice.items() if k in EXPECTED} == EXPECTED, "a second run piled up objects"
+    assert twice["user grants"] == once["user grants"]
+    assert counts(second) == counts(first), "a second run grew a directory collection"
+    assert twice["_ids"] == once["_ids"], "a second run re-created objects instead of finding them"
+    assert len(twice["_secret key ids"]) == 2 and not set(twice["_secret key ids"]) & set(once["_secret key ids"]), \
+        "each run rotates the secrets: new key ids replace the old ones"
+    stored = Counter(line.split("=", 1)[0] for line in (state_dir / "workbook.env").read_text().splitlines() if "=" in line)
+    assert {key: stored[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, 1), "one line per key in the secrets file"
+
+    run(cleanup)
+    cleaned = read_store(state_dir)
+    assert {c: set(objects) for c, objects in cleaned.items()} == seeded_ids(), "the clean-up must leave exactly the seeded tenant"
+    removed = {c: set(second[c]) - set(cleaned[c]) for c in DIRECTORY}
+    assert {c: len(ids) for c, ids in removed.items() if ids} == {
+        "applications": 3, "servicePrincipals": 3, "appRoleAssignments": 6,
+        "oauth2PermissionGrants": 2 + len(twice["user grants"]),
+    }
+    assert dotenv_values(state_dir / "workbook.env").keys().isdisjoint(SECRET_KEYS), "the clean-up forgets the secrets"
+
+    run(cleanup)  # nothing left to remove: it still runs, and changes nothing
+    assert read_store(state_dir) == cleaned
+
+
+def test_the_view_names_what_it_counts(tmp_path: Path) -> None:
+    """A guard for the expectations above: the seeded tenant has Microsoft Graph and no workbook objects."""
     from obokit.emulator import Emulator
 
     Emulator(tmp_path).close()  # seeds the state folder
-    store = Store(tmp_path / "emulator.sqlite3")
-    try:
-        assert store.find_one("servicePrincipals", appId=GRAPH_APP_ID)["displayName"] == "Microsoft Graph"
-    finally:
-        store.close()
-    assert snapshot(tmp_path)["service principals"] == []
+    state = read_store(tmp_path)
+    assert any(sp["appId"] == GRAPH_APP_ID and sp["displayName"] == "Microsoft Graph" for sp in state["servicePrincipals"].values())
+    view = workbook_view(state)
+    assert view["applications"] == view["service principals"] == view["role assignments"] == []
+    assert counts(state) == {c: len(ids) for c, ids in seeded_ids().items()}
