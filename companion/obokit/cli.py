@@ -1,7 +1,12 @@
-"""The `obokit` command line: run the emulator standalone, or reset its state.
+"""The `obokit` command line: the standalone emulator, a readiness check, and the clean-up.
 
-    obokit emulator serve [--state-dir DIR] [--identity-port N] [--graph-port N]
+    obokit emulator serve [--state-dir DIR] [--identity-port N] [--graph-port N] [--reset]
     obokit emulator reset [--state-dir DIR]
+    obokit doctor              # OK/WARN/FAIL per line; exit code 1 when something FAILs
+    obokit cleanup [--yes]     # lists the workbook's objects in the target; --yes removes them
+
+`doctor` and `cleanup` use the target of `.env` (the emulator unless OBOKIT_TARGET=tenant) and
+the state folder of OBOKIT_STATE_DIR (default ./.obokit).
 """
 
 from __future__ import annotations
@@ -14,6 +19,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def demo_lines() -> list[str]:
+    """The seeded demo directory as the DEMO_* keys a tenant target reads (see .env.example)."""
+    from .emulator import SHAREPOINT_HOST, TENANT_DOMAIN, group_id
+
+    return [
+        f"DEMO_ADMIN_UPN=adele@{TENANT_DOMAIN}",
+        f"DEMO_ANALYST_UPN=bruno@{TENANT_DOMAIN}",
+        f"DEMO_ENGINEER_UPN=chen@{TENANT_DOMAIN}",
+        f"DEMO_FINANCE_GROUP_ID={group_id('finance')}",
+        f"DEMO_FINANCE_SITE={SHAREPOINT_HOST}:/sites/finance",
+        f"DEMO_ENGINEERING_SITE={SHAREPOINT_HOST}:/sites/engineering",
+    ]
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .emulator import Emulator
 
@@ -22,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         emulator.reset()
     emulator.start(identity_port=args.identity_port, graph_port=args.graph_port)
     print("obokit emulator running. Put these lines in .env (or export them) to point clients at it:")
-    for line in emulator.env_lines():
+    for line in emulator.env_lines() + demo_lines():
         print(f"  {line}")
     print(f"State folder: {emulator.state_dir}. Stop with Ctrl+C.", flush=True)
     stopped = threading.Event()
@@ -46,6 +65,18 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor()
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from .cleanup import run_cleanup
+
+    return run_cleanup(yes=args.yes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obokit", description="Companion tools of the Entra OBO workbook.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     reset = actions.add_parser("reset", help="reset the state to the seeded demo tenant")
     reset.add_argument("--state-dir", type=Path, default=None)
     reset.set_defaults(handler=_reset)
+    doctor = commands.add_parser("doctor", help="check Python, packages, CA trust, the target and the notebooks")
+    doctor.set_defaults(handler=_doctor)
+    cleanup = commands.add_parser("cleanup", help="remove what the workbook created in the target (dry run by default)")
+    cleanup.add_argument("--yes", action="store_true", help="really delete (default: only list what would go)")
+    cleanup.set_defaults(handler=_cleanup)
     return parser
 
 
