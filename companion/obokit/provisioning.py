@@ -12,6 +12,13 @@ them to these helpers, which make a re-run converge instead of piling up duplica
 
 Each helper prints one progress line whose wording does not depend on GUIDs; the bracketed word
 says what happened (`[created]`, `[found: updated]`, `[unchanged]`, `[replaced]`, `[removed]`).
+The registration steps (application, identifier URI, service principal, secret, role) are
+check-marked, so a multi-step cell reads as a list of steps done::
+
+    ✓ application 'obokit workbook task API' [created]
+    ✓ identifier URI of 'obokit workbook task API' [updated]
+    ✓ service principal of 'obokit workbook task API' [created]
+
 Secret values are written owner-only to `target.secrets_file` and never returned or printed.
 """
 
@@ -62,6 +69,11 @@ SECRET_KEYS = ("MCP_SERVER_CLIENT_ID", "MCP_SERVER_CLIENT_SECRET", "TASK_API_CLI
 def say(message: str) -> None:
     """One progress line (kept GUID-free so stored notebook outputs stay comparable)."""
     print(message, flush=True)
+
+
+def step(what: str, outcome: str) -> None:
+    """One registration step done, as a check-marked line: `✓ service principal of 'x' [created]`."""
+    say(f"✓ {what} [{outcome}]")
 
 
 def _quote(value: str) -> str:
@@ -117,14 +129,14 @@ async def ensure_application(graph: GraphServiceClient, desired: Application) ->
         raise RuntimeError(f"{len(found)} applications are named {name!r}; delete the extras (08-cleanup) and re-run")
     if not found:
         app = await graph.applications.post(desired)
-        say(f"application {name!r} [created]")
+        step(f"application {name!r}", "created")
         return app
     existing = found[0]
     _adopt_ids(existing.app_roles, desired.app_roles)
     if desired.api is not None and existing.api is not None:
         _adopt_ids(existing.api.oauth2_permission_scopes, desired.api.oauth2_permission_scopes)
     await graph.applications.by_application_id(existing.id).patch(desired)
-    say(f"application {name!r} [found: updated]")
+    step(f"application {name!r}", "found: updated")
     return await graph.applications.by_application_id(existing.id).get()
 
 
@@ -132,10 +144,10 @@ async def ensure_identifier_uri(graph: GraphServiceClient, app: Application, uri
     """Make `uri` (default `api://{appId}`) the application ID URI; it prefixes the API's scopes."""
     uri = uri or f"api://{app.app_id}"
     if list(app.identifier_uris or []) == [uri]:
-        say(f"identifier URI of {app.display_name!r} [unchanged]")
+        step(f"identifier URI of {app.display_name!r}", "unchanged")
         return app
     await graph.applications.by_application_id(app.id).patch(Application(identifier_uris=[uri]))
-    say(f"identifier URI of {app.display_name!r} [updated]")
+    step(f"identifier URI of {app.display_name!r}", "updated")
     return await graph.applications.by_application_id(app.id).get()
 
 
@@ -158,15 +170,16 @@ async def ensure_service_principal(graph: GraphServiceClient, app: Application, 
     """
     sp = await find_service_principal(graph, app.app_id)
     if sp is not None:
-        say(f"service principal of {app.display_name!r} [unchanged]")
+        step(f"service principal of {app.display_name!r}", "unchanged")
         return sp
     for attempt in range(attempts):
         try:
             sp = await graph.service_principals.post(ServicePrincipal(app_id=app.app_id))
-            say(f"service principal of {app.display_name!r} [created]")
+            step(f"service principal of {app.display_name!r}", "created")
             return sp
         except ODataError as error:
             if _status(error) == 409:  # created meanwhile
+                step(f"service principal of {app.display_name!r}", "unchanged")
                 return await graph.service_principals_with_app_id(app.app_id).get()
             if _status(error) != 400 or attempt == attempts - 1:
                 raise
@@ -206,7 +219,7 @@ async def rotate_secret(graph: GraphServiceClient, app: Application, target: Tar
     created = await graph.applications.by_application_id(app.id).add_password.post(
         AddPasswordPostRequestBody(password_credential=PasswordCredential(display_name=display_name)))
     write_secret(target.secrets_file, key, created.secret_text)
-    say(f"secret {display_name!r} of {app.display_name!r} [{'replaced' if old else 'created'}]")
+    step(f"secret {display_name!r} of {app.display_name!r}", "replaced" if old else "created")
     expires = created.end_date_time.date().isoformat() if created.end_date_time else "never"
     return StoredSecret(key, created.hint or "", display_name, expires, target.secrets_file)
 
@@ -279,10 +292,10 @@ async def ensure_role_assignment(graph: GraphServiceClient, resource_sp: Service
     builder = graph.service_principals.by_service_principal_id(resource_sp.id).app_role_assigned_to
     for assignment in await _all_pages(await builder.get(), builder):
         if str(assignment.principal_id) == str(principal_id) and str(assignment.app_role_id) == str(role.id):
-            say(f"role {role_value} for {assignment.principal_display_name} [unchanged]")
+            step(f"role {role_value} for {assignment.principal_display_name}", "unchanged")
             return assignment
     assignment = await builder.post(AppRoleAssignment(principal_id=principal_id, resource_id=resource_sp.id, app_role_id=role.id))
-    say(f"role {role_value} for {assignment.principal_display_name} [created]")
+    step(f"role {role_value} for {assignment.principal_display_name}", "created")
     return assignment
 
 
