@@ -18,7 +18,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastmcp import Client
-from fastmcp.server.auth.oauth_proxy.models import JTIMapping, UpstreamTokenSet
 from tenant_setup import Registration, admin_headers, user_upn
 from test_server_tools import FINANCE_SITE, register_workbook_server, start
 
@@ -27,7 +26,7 @@ from obokit.emulator.graph_core import GRAPH_AUDIENCES
 from obokit.emulator.recorder import SeenRequest
 from obokit.mcp_client import HeadlessOAuth
 from obokit.server import RunningServer
-from obokit.token_attacks import claims_of
+from obokit.token_attacks import claims_of, upstream_token
 
 PEOPLE = ("adele", "bruno", "chen")
 # (finance, engineering) membership: adele and bruno are in Finance, chen in Engineering
@@ -56,21 +55,6 @@ def server(emulator: Emulator, registration: Registration, tmp_path_factory: pyt
 
 def graph_calls(emu: Emulator, since: int) -> list[SeenRequest]:
     return [r for r in emu.graph_requests.since(since) if r.bearer]
-
-
-async def upstream_token(server: RunningServer, client_bearer: str) -> str:
-    """The Entra token the OAuth proxy holds behind a client's (reference) token, read on the server's loop."""
-    provider = server.mcp.auth
-    jti = claims_of(client_bearer)["jti"]
-
-    async def lookup() -> str:
-        mapping: JTIMapping | None = await provider._jti_mapping_store.get(key=jti)
-        assert mapping is not None
-        tokens: UpstreamTokenSet | None = await provider._upstream_token_store.get(key=mapping.upstream_token_id)
-        assert tokens is not None
-        return tokens.access_token
-
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(lookup(), server.handle.loop))
 
 
 async def test_graph_sees_only_obo_tokens_for_graph_never_the_clients(

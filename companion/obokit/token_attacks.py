@@ -33,13 +33,13 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastmcp.server.auth.oauth_proxy.models import ClientCode
+from fastmcp.server.auth.oauth_proxy.models import ClientCode, JTIMapping, UpstreamTokenSet
 
 from .emulator.signing import KeySet, b64url
 
 __all__ = [
     "REDIRECT_URI", "alg_none", "bad_signature", "claims_of", "forge", "hs256_with_public_key", "proxied_token",
-    "tampered", "unknown_kid",
+    "register_client", "tampered", "unknown_kid", "upstream_token",
 ]
 
 REDIRECT_URI = "http://127.0.0.1:8765/callback"  # a loopback callback, as a desktop client registers
@@ -133,8 +133,7 @@ async def proxied_token(server: Any, upstream_token: str, *, client_id: str | No
                         "scope": " ".join(scopes)},
         )
         # The proxy's stores live on the server's event loop (a background thread): write there.
-        put = provider._code_store.put(key=code, value=stored, ttl=300)
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(put, server.handle.loop))
+        await _on_server_loop(server, provider._code_store.put(key=code, value=stored, ttl=300))
         answer = await http.post("/token", data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
             "client_id": client_id, "code_verifier": verifier})
@@ -149,3 +148,24 @@ async def register_client(http: httpx.AsyncClient, *, name: str = "obokit token 
         "response_types": ["code"], "token_endpoint_auth_method": "none"})
     answer.raise_for_status()
     return answer.json()["client_id"]
+
+
+async def upstream_token(server: Any, client_bearer: str) -> str:
+    """The Entra access token the proxy holds behind a client's token (`client_bearer`, the proxy's JWT)."""
+    provider = server.mcp.auth
+    jti = claims_of(client_bearer)["jti"]
+
+    async def lookup() -> str:
+        mapping: JTIMapping | None = await provider._jti_mapping_store.get(key=jti)
+        tokens: UpstreamTokenSet | None = (
+            await provider._upstream_token_store.get(key=mapping.upstream_token_id) if mapping else None)
+        if tokens is None:
+            raise LookupError("the proxy holds no Entra token for this client token")
+        return tokens.access_token
+
+    return await _on_server_loop(server, lookup())
+
+
+async def _on_server_loop(server: Any, coro: Any) -> Any:
+    """Await `coro` on the server's event loop: the proxy's stores live there (a background thread)."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, server.handle.loop))
