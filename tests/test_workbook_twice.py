@@ -106,6 +106,13 @@ def seeded_ids() -> dict[str, set[str]]:
     return ids
 
 
+def proxy_clients(state_dir: Path) -> dict[str, int]:
+    """MCP clients registered (DCR) in each workbook server's persistent OAuth proxy store."""
+    servers = state_dir / "mcp-servers"
+    return {str(d.parent.parent.relative_to(servers)): len(list(d.glob("*.json")))
+            for d in sorted(servers.glob("**/oauth-proxy/*oauth_proxy_clients*")) if d.is_dir()}
+
+
 def counts(state: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
     return {collection: len(objects) for collection, objects in state.items()}
 
@@ -134,6 +141,7 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
     for path in notebooks:
         run(path)
     first = read_store(state_dir)
+    clients_once = proxy_clients(state_dir)
     once = workbook_view(first)
     assert {k: v for k, v in once.items() if k in EXPECTED} == EXPECTED
     assert all(resource == "Microsoft Graph" or client.startswith(PREFIX) for client, resource, *_ in once["user grants"])
@@ -148,6 +156,9 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
     assert twice["_ids"] == once["_ids"], "a second run re-created objects instead of finding them"
     assert len(twice["_secret key ids"]) == 2 and not set(twice["_secret key ids"]) & set(once["_secret key ids"]), \
         "each run rotates the secrets: new key ids replace the old ones"
+    # Reported, not asserted: every notebook run signs in with throw-away MCP clients (in-memory
+    # token storage), and each registers once more with the server's OAuth proxy.
+    print(f"\nDCR clients in the servers' proxy stores after one run: {clients_once}, after two: {proxy_clients(state_dir)}")
     stored = Counter(line.split("=", 1)[0] for line in (state_dir / "workbook.env").read_text().splitlines() if "=" in line)
     assert {key: stored[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, 1), "one line per key in the secrets file"
 
