@@ -56,10 +56,10 @@ def cluster(emulator: Emulator, redis: RedisServer, tmp_path_factory: pytest.Tem
     running.stop()
 
 
-async def whoami_and_site(url: str, auth: HeadlessOAuth, calls: int = 1) -> list[dict]:
-    """`calls` rounds of whoami + check_site_access (OBO to Graph) in one MCP session."""
+async def whoami_and_site(url: str, auth: HeadlessOAuth, calls: int = 1, mode: str = "auto") -> list[dict]:
+    """`calls` rounds of whoami + check_site_access (OBO to Graph) in one MCP connection."""
     results = []
-    async with Client(url, auth=auth) as client:
+    async with Client(url, auth=auth, mode=mode) as client:
         for _ in range(calls):
             results.append((await client.call_tool("whoami")).data)
             results.append((await client.call_tool("check_site_access", {"site": FINANCE_SITE})).data)
@@ -116,6 +116,11 @@ async def test_registered_through_replica_1_works_through_replica_2_and_after_a_
     assert [r.replica for r in mcp_routes] == [("replica-1", "replica-2")[i % 2] for i in range(len(mcp_routes))]
     assert all(r.status < 400 for r in mcp_routes), mcp_routes
     assert spread == first * 3
+    before = len(cluster.proxy.routes)  # a 2025-revision client (initialize handshake): no session to lose either
+    assert await whoami_and_site(cluster.mcp_url, bruno, mode="legacy") == first
+    legacy = cluster.proxy.routes[before:]
+    assert {r.replica for r in legacy} == {"replica-1", "replica-2"} and all(r.status < 400 for r in legacy)
+    assert "2025-11-25" in {r.protocol for r in legacy} and {r.protocol for r in mcp_routes} == {"2026-07-28"}
 
     t0 = time.perf_counter()
     old = [r.url for r in cluster.replicas]

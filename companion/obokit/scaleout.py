@@ -6,13 +6,13 @@
     cluster.mcp_url                 # http://localhost:<proxy port>/mcp, the one URL clients use
     cluster.use("replica-1")        # route everything to one replica (a rolling deployment)
     cluster.use_all()               # round-robin again
-    cluster.restart()               # new replica processes... same Redis, same keys
+    cluster.restart()               # replace every replica (same Redis, same keys)
     cluster.stop()
 
-The replicas are the workbook server of `obokit.server` with two deployment settings: every replica's
-`base_url` is the proxy's public URL (what clients and Entra see), and the OAuth proxy's `client_storage` is
-py-key-value's `RedisStore`, Fernet-encrypted exactly like the file store of 03. MCP runs in stateless HTTP
-mode, so any replica can answer any request and the proxy needs no sticky sessions.
+The replicas are the workbook server of `obokit.server` with deployment settings: every replica's `base_url`
+is the proxy's public URL (what clients and Entra see), and the OAuth proxy's `client_storage` is py-key-value's
+`RedisStore`, Fernet-encrypted exactly like the file store of 03. MCP runs in stateless HTTP mode, so any replica
+can answer any request, also for clients of the 2025 protocol revision, and the proxy needs no sticky sessions.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class Route:
     path: str
     replica: str
     status: int
+    protocol: str = ""  # the MCP-Protocol-Version header of an MCP request
 
 
 class RoundRobinProxy:
@@ -116,6 +117,7 @@ class RoundRobinProxy:
             await _plain(send, 503, b"no replica in the pool")
             return
         name, base = next(self._cycle)
+        protocol = dict(scope["headers"]).get(b"mcp-protocol-version", b"").decode("latin-1")
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
         client_host = (scope.get("client") or ("", 0))[0]
         headers += [(b"x-forwarded-for", client_host.encode()), (b"x-forwarded-proto", scope["scheme"].encode())]
@@ -124,10 +126,10 @@ class RoundRobinProxy:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as error:
-            self.routes.append(Route(scope["method"], scope["path"], name, 502))
+            self.routes.append(Route(scope["method"], scope["path"], name, 502, protocol))
             await _plain(send, 502, f"replica {name} unreachable: {type(error).__name__}".encode())
             return
-        self.routes.append(Route(scope["method"], scope["path"], name, response.status_code))
+        self.routes.append(Route(scope["method"], scope["path"], name, response.status_code, protocol))
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]})
