@@ -83,7 +83,7 @@ def test_redis_server_is_debians_and_private(redis: RedisServer) -> None:
 def test_missing_redis_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OBOKIT_REDIS_SERVER", str(tmp_path / "nope"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("obokit.redis_server.Path.is_file", lambda self: False)
+    monkeypatch.setattr("obokit.redis_server.DEBIAN_BINARY", str(tmp_path / "redis-server"))
     with pytest.raises(RedisNotInstalled, match="apt-get install redis-server"):
         start_redis()
 
@@ -138,9 +138,12 @@ async def test_registered_through_replica_1_works_through_replica_2_and_after_a_
     print("timings:", {k: f"{v:.2f} s" for k, v in timings.items()}, "| audit after restart:", audited)
 
 
-def test_redis_holds_the_proxy_state_encrypted(cluster: ScaleOut, redis: RedisServer) -> None:
+async def test_redis_holds_the_proxy_state_encrypted(cluster: ScaleOut, redis: RedisServer) -> None:
     """Every value in Redis is a Fernet token under the key derived from the signing key; none is plain JSON."""
+    chen = HeadlessOAuth(account=user_upn("chen"))
+    await whoami_and_site(cluster.mcp_url, chen)
     fernet = Fernet(derive_jwt_key(high_entropy_material=signing_key(cluster.target), salt=STORAGE_SALT))
+    decrypted: dict[str, list[dict]] = {}
     with redis.client() as client:
         keys = list(client.scan_iter(count=1000))
         assert COLLECTIONS <= {key.split("::", 1)[0] for key in keys}, keys
@@ -150,8 +153,8 @@ def test_redis_holds_the_proxy_state_encrypted(cluster: ScaleOut, redis: RedisSe
             assert set(value) == {"__encrypted_data__", "__encryption_version__"}, key
             for plain in ("access_token", "refresh_token", "client_secret", "redirect_uris", "eyJ"):
                 assert plain not in raw, f"{plain!r} in plain text under {key.split('::')[0]}"
-            decrypted = fernet.decrypt(base64.b64decode(value["__encrypted_data__"]))
-            assert isinstance(json.loads(decrypted), dict)
-        clients = [json.loads(fernet.decrypt(base64.b64decode(json.loads(client.get(k))["value"]["__encrypted_data__"])))
-                   for k in keys if k.startswith("mcp-oauth-proxy-clients::")]
-    assert len(clients) == 1, "one registration for the one client, whichever replica it went through"
+            record = json.loads(fernet.decrypt(base64.b64decode(value["__encrypted_data__"])))
+            decrypted.setdefault(key.split("::", 1)[0], []).append(record)
+    registered = {record["client_id"] for record in decrypted["mcp-oauth-proxy-clients"]}
+    assert chen.context.client_info.client_id in registered
+    assert all(record["access_token"].startswith("eyJ") for record in decrypted["mcp-upstream-tokens"])

@@ -29,6 +29,7 @@ import redis
 
 from .kernel import bind_loopback
 
+DEBIAN_BINARY = "/usr/bin/redis-server"
 INSTALL_HINT = (
     "redis-server is not installed. Install Redis and re-run: `sudo apt-get install redis-server` (Debian, "
     "Ubuntu; what CI does), `brew install redis` (macOS) or `conda install -c conda-forge redis` (conda env). "
@@ -44,7 +45,7 @@ class RedisNotInstalled(RuntimeError):
 
 def redis_server_binary() -> str:
     """Path of `redis-server` ($OBOKIT_REDIS_SERVER, else PATH, else /usr/bin); RedisNotInstalled if missing."""
-    candidates = [os.environ.get("OBOKIT_REDIS_SERVER"), shutil.which("redis-server"), "/usr/bin/redis-server"]
+    candidates = [os.environ.get("OBOKIT_REDIS_SERVER"), shutil.which("redis-server"), DEBIAN_BINARY]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
