@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Coroutine, Mapping
@@ -21,6 +22,11 @@ from typing import Any, TypeVar
 import uvicorn
 
 T = TypeVar("T")
+
+try:  # httpcore asks `import sniffio` on every lock it sets up; a failed import is retried (a
+    import sniffio  # noqa: F401  # full sys.path search) each time unless sys.modules remembers it.
+except ImportError:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[assignment]  # "not installed", answered at once
 _registry: dict[str, "BackgroundServer"] = {}
 _registry_lock = threading.Lock()
 
@@ -47,7 +53,9 @@ class _QuietServer(uvicorn.Server):
 def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A listening socket on `host`; port 0 lets the OS pick a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP.
+    # Without it every response written in two parts (headers, body) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(128)

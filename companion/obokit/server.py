@@ -41,7 +41,9 @@ from key_value.aio.stores.filetree import (
     FileTreeV1CollectionSanitizationStrategy,
     FileTreeV1KeySanitizationStrategy,
 )
+from key_value.aio.stores.memory import MemoryStore
 from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
+from key_value.aio.wrappers.passthrough_cache import PassthroughCacheWrapper
 
 from . import settings
 from .audit import AuditLog
@@ -105,7 +107,7 @@ def signing_key(target: Target) -> str:
 
 
 def persistent_client_store(storage_dir: Path, key: str) -> AsyncKeyValue:
-    """A file-backed, encrypted key-value store for the OAuth proxy (registrations, tokens)."""
+    """A file-backed, encrypted key-value store for the OAuth proxy (registrations, tokens), read through a memory cache."""
     directory = Path(storage_dir) / "oauth-proxy"
     directory.mkdir(parents=True, exist_ok=True)
     files = FileTreeStore(
@@ -115,7 +117,10 @@ def persistent_client_store(storage_dir: Path, key: str) -> AsyncKeyValue:
     )
     fernet_key = derive_jwt_key(high_entropy_material=key, salt="obokit-oauth-proxy-storage")
     # A store written under another key reads as empty (clients register again) instead of failing.
-    return FernetEncryptionWrapper(key_value=files, fernet=Fernet(fernet_key), raise_on_decryption_error=False)
+    encrypted = FernetEncryptionWrapper(key_value=files, fernet=Fernet(fernet_key), raise_on_decryption_error=False)
+    # The proxy reads the client and its upstream tokens on every request; from disk that is a dozen
+    # worker-thread hops per call. Reads come from memory, writes and deletes go through to disk.
+    return PassthroughCacheWrapper(primary_key_value=encrypted, cache_key_value=MemoryStore())
 
 
 def default_storage_dir(name: str = "workbook") -> Path:
@@ -234,11 +239,12 @@ def start_workbook_server(
     storage_dir: Path | None = None,
     expenses: ExpenseBook | None = None,
     registration: ServerRegistration | None = None,
+    obo: OboTokenSource | None = None,
 ) -> RunningServer:
     """Build the workbook server and serve it in the background; re-using `name` replaces it.
 
     The registration comes from `obokit.provisioning.registrations(target)` (01-app-registration).
-    `port=0` picks a free port; pass the old `.port` to restart on the same URL.
+    `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`: see `build_server`.
     """
     if registration is None:
         from .provisioning import registrations
@@ -253,7 +259,7 @@ def start_workbook_server(
     expenses = expenses if expenses is not None else ExpenseBook()
     try:
         mcp = build_server(target, registration, base_url=base_url, storage_dir=storage_dir,
-                           audit_log=audit_log, expenses=expenses)
+                           audit_log=audit_log, expenses=expenses, obo=obo)
     except BaseException:
         sock.close()
         raise

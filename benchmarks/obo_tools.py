@@ -1,0 +1,289 @@
+"""Benchmark: an MCP tool that does OBO + one Graph call, three OBO implementations, 1/10/50 callers.
+
+    .venv/bin/python benchmarks/obo_tools.py            # or: make bench
+    .venv/bin/python benchmarks/obo_tools.py --identity-ms 30 --graph-ms 30 --duration 3 --concurrency 1,10,50
+
+Starts the embedded emulator with injected latency (identity provider and Graph), one workbook
+MCP server (FastMCP + AzureProvider, the real tools) per implementation, signs the demo users in
+with FastMCP's OAuth client, and drives `check_group_membership` (OBO for GroupMember.Read.All, then
+`GET /me/transitiveMemberOf/...`) with N concurrent callers spread over the users:
+
+  (a) `requests.post` OBO per call inside the async tool (second source article)
+  (b) MSAL `acquire_token_on_behalf_of` per call inside the async tool (first source article)
+  (c) ours: `obokit.obo_cache.OboCache` (async, cached per user token and scopes, coalesced)
+
+Prints calls/s, p50/p95 latency and the OBO exchanges the emulator answered, then the ratios
+(c)/(a) and (c)/(b) and the targets. As in production, each part is its own process: the emulator
+(`obokit emulator serve`), the MCP server under test (this script with `--serve`), and the callers
+(this process). In one process the three would share one GIL and measure mostly each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msal
+import psutil
+from fastmcp import Client
+
+from obokit.emulator import GRAPH_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID, Emulator, group_id, user_id
+from obokit.mcp_client import HeadlessOAuth
+from obokit.obo_bench import LoadResult, bearer_token, drive, exchanges_since, msal_per_call, obo_exchanges, requests_per_call
+from obokit.provisioning import Registrations
+from obokit.server import start_workbook_server
+from obokit.target import DemoDirectory, Target
+
+USERS = ("adele", "bruno", "chen")
+TOOL, GRAPH_SCOPES = "check_group_membership", "User.Read openid profile offline_access GroupMember.Read.All"
+IMPLEMENTATIONS: dict[str, tuple[str, Callable[[Target, Registrations], Any] | None]] = {
+    "a": ("requests.post per call", requests_per_call),
+    "b": ("MSAL OBO per call", msal_per_call),
+    "c": ("obokit OboCache", None),
+}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def provision(emu: Any) -> Registrations:
+    """A server app (scope mcp-access, role Task.Read for every demo user, Graph consent), raw Graph calls."""
+    client_id, secret = emu.automation_credentials()
+    admin = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=emu.tenant_authority,
+                                               instance_discovery=False)
+    bearer = admin.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+    role = str(uuid.uuid4())
+    with httpx.Client(base_url=emu.graph_url, headers={"Authorization": f"Bearer {bearer}"}) as graph:
+        def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            return graph.post(path, json=body).raise_for_status().json()
+
+        app = post("/applications", {
+            "displayName": "obokit benchmark server", "signInAudience": "AzureADMyOrg",
+            "web": {"redirectUris": ["http://localhost:8000/auth/callback"]},
+            "api": {"requestedAccessTokenVersion": 2, "oauth2PermissionScopes": [
+                {"id": str(uuid.uuid4()), "value": "mcp-access", "type": "User", "isEnabled": True,
+                 "adminConsentDisplayName": "mcp-access", "adminConsentDescription": "mcp-access"}]},
+            "appRoles": [{"id": role, "value": "Task.Read", "displayName": "Task.Read", "description": "Task.Read",
+                          "allowedMemberTypes": ["User"], "isEnabled": True}]})
+        graph.patch(f"/applications/{app['id']}", json={"identifierUris": [f"api://{app['appId']}"]}).raise_for_status()
+        app_secret = post(f"/applications/{app['id']}/addPassword", {"passwordCredential": {"displayName": "bench"}})["secretText"]
+        sp = post("/servicePrincipals", {"appId": app["appId"]})
+        graph_sp = graph.get(f"/servicePrincipals(appId='{GRAPH_APP_ID}')").raise_for_status().json()
+        post("/oauth2PermissionGrants", {"clientId": sp["id"], "consentType": "AllPrincipals",
+                                         "resourceId": graph_sp["id"], "scope": GRAPH_SCOPES})
+        for name in USERS:
+            post(f"/servicePrincipals/{sp['id']}/appRoleAssignedTo",
+                 {"principalId": user_id(name), "resourceId": sp["id"], "appRoleId": role})
+    return Registrations(mcp_server_client_id=app["appId"], mcp_server_client_secret=app_secret)
+
+
+def bench_target(authority: str, graph_url: str, folder: Path) -> Target:
+    domain = TENANT_DOMAIN
+    return Target(kind="emulator", tenant_id=TENANT_ID, authority=authority, graph_url=graph_url,
+                  demo=DemoDirectory(admin=f"adele@{domain}", analyst=f"bruno@{domain}", engineer=f"chen@{domain}",
+                                     finance_group_id=group_id("finance"),
+                                     finance_site=f"{SHAREPOINT_HOST}:/sites/finance",
+                                     engineering_site=f"{SHAREPOINT_HOST}:/sites/engineering"),
+                  secrets_file=folder / "bench.env")
+
+
+class EmulatorProcess:
+    """`obokit emulator serve` in a child process; faults and counters through its control endpoints."""
+
+    def __init__(self, state: Path) -> None:
+        seeded = Emulator(state)  # seeds the state folder (and its keys) here, so the credentials can be read
+        self.automation = seeded.automation_credentials()
+        seeded.close()
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "obokit.cli", "emulator", "serve", "--state-dir", str(state)],
+                                     stdout=subprocess.PIPE, text=True)
+        env: dict[str, str] = {}
+        for line in self.proc.stdout or []:
+            if "=" in line:
+                key, value = line.strip().split("=", 1)
+                env[key] = value
+            if line.startswith("State folder"):
+                break
+        self.ready_s = time.perf_counter() - t0
+        self.authority, self.graph_url = env["AZURE_AUTHORITY_HOST"], env["GRAPH_BASE_URL"]
+        self.ca_bundle = env["SSL_CERT_FILE"]
+        self.tenant_authority = f"{self.authority}/{TENANT_ID}"
+        self.tenant_domain = TENANT_DOMAIN
+
+    def automation_credentials(self) -> tuple[str, str]:
+        return self.automation
+
+    def faults(self, **spec: Any) -> None:
+        httpx.post(f"{self.authority}/_emulator/faults", json=spec, verify=self.ca_bundle).raise_for_status()
+
+    def latency(self, identity_ms: float, graph_ms: float) -> None:
+        self.faults(family="identity", latency_ms=identity_ms)
+        self.faults(family="graph", latency_ms=graph_ms)
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.authority}/_emulator/stats", verify=self.ca_bundle).raise_for_status().json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class ServerProcess:
+    """The workbook MCP server with implementation `key`, served by this script (`--serve`) in a child."""
+
+    def __init__(self, key: str, emu: EmulatorProcess, reg: Registrations, folder: Path) -> None:
+        env = {**os.environ, "BENCH_AUTHORITY": emu.authority, "BENCH_GRAPH_URL": emu.graph_url,
+               "BENCH_CLIENT_ID": reg.mcp_server_client_id, "BENCH_CLIENT_SECRET": reg.mcp_server_client_secret,
+               "BENCH_FOLDER": str(folder / key), "SSL_CERT_FILE": emu.ca_bundle, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", key], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        ready = (self.proc.stdout.readline() if self.proc.stdout else "").split()
+        if not ready or ready[0] != "READY":
+            raise RuntimeError(f"the benchmark server ({key}) did not start")
+        self.ready_s = time.perf_counter() - t0
+        self.mcp_url, self.start_s = ready[1], float(ready[2])
+
+    def stop(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()  # the child stops its server when its stdin closes
+        self.proc.wait(15)
+
+
+def serve_child(key: str) -> int:
+    """`--serve KEY`: serve the workbook server with implementation KEY until stdin closes."""
+    folder = Path(os.environ["BENCH_FOLDER"])
+    folder.mkdir(parents=True, exist_ok=True)
+    target = bench_target(os.environ["BENCH_AUTHORITY"], os.environ["BENCH_GRAPH_URL"], folder)
+    reg = Registrations(mcp_server_client_id=os.environ["BENCH_CLIENT_ID"],
+                        mcp_server_client_secret=os.environ["BENCH_CLIENT_SECRET"])
+    factory = IMPLEMENTATIONS[key][1]
+    t0 = time.perf_counter()
+    server = start_workbook_server(target, name=f"bench-{key}", storage_dir=folder, registration=reg,
+                                   obo=factory(target, reg) if factory else None)
+    print(f"READY {server.mcp_url} {time.perf_counter() - t0:.3f}", flush=True)
+    sys.stdin.read()
+    server.stop()
+    return 0
+
+
+async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations, folder: Path,
+                             args: argparse.Namespace) -> tuple[list[tuple[LoadResult, int, int]], ServerProcess]:
+    """Start this implementation's server, sign the users in, drive every concurrency level."""
+    label = IMPLEMENTATIONS[key][0]
+    emu.faults(clear=True)  # sign-in without the injected latency: it is not what is measured
+    server = ServerProcess(key, emu, reg, folder)
+    rows = []
+    try:
+        tokens = [await bearer_token(server.mcp_url, HeadlessOAuth(account=f"{name}@{TENANT_DOMAIN}")) for name in USERS]
+        clients = [Client(server.mcp_url, auth=token) for token in tokens]
+        for client in clients:
+            await client.__aenter__()
+            await client.call_tool("whoami")  # warm the MCP path (no OBO)
+        emu.latency(args.identity_ms, args.graph_ms)
+        arguments = {"group_id": group_id("finance")}
+        processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
+                     "emulator": psutil.Process(emu.proc.pid)}
+        for level in args.concurrency:
+            before, cpu = obo_exchanges(emu), {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+            result = await drive(clients, TOOL, arguments, concurrency=level, duration=args.duration)
+            new = exchanges_since(emu, before)
+            rows.append((result, sum(new.values()), max(new.values(), default=0)))
+            per_call = {name: 1000 * (sum(p.cpu_times()[:2]) - cpu[name]) / max(result.calls, 1) for name, p in processes.items()}
+            print(f"  ({key}) {label:24} {level:3d} callers: {result.calls_per_s:7.1f} calls/s  "
+                  f"p50 {result.p50_ms:7.1f} ms  p95 {result.p95_ms:7.1f} ms  exchanges {sum(new.values()):4d}  "
+                  f"CPU ms/call " + " ".join(f"{n} {v:.1f}" for n, v in per_call.items())
+                  + (f"  errors {result.errors}" if result.errors else ""), flush=True)
+        for client in clients:
+            await client.__aexit__(None, None, None)
+    finally:
+        emu.faults(clear=True)
+        server.stop()
+    return rows, server
+
+
+def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace) -> bool:
+    print()
+    print("| implementation | callers | calls/s | p50 ms | p95 ms | OBO exchanges |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, rows in results.items():
+        for result, total, _ in rows:
+            print(f"| ({key}) {IMPLEMENTATIONS[key][0]} | {result.concurrency} | {result.calls_per_s:.1f} | "
+                  f"{result.p50_ms:.1f} | {result.p95_ms:.1f} | {total} |")
+    ok = True
+    if all(k in results for k in "abc"):
+        print()
+        for i, level in enumerate(args.concurrency):
+            a, b, c = (results[k][i][0] for k in "abc")
+            print(f"{level:3d} callers: throughput (c)/(a) = {c.calls_per_s / a.calls_per_s:5.1f}x   "
+                  f"(c)/(b) = {c.calls_per_s / b.calls_per_s:5.1f}x   p50 (a) {a.p50_ms:.0f} ms, (b) {b.p50_ms:.0f} ms, "
+                  f"(c) {c.p50_ms:.0f} ms")
+        a, b, c = (results[k][-1][0] for k in "abc")
+        per_key = max(m for _, _, m in results["c"])
+        checks = {
+            f"at {args.concurrency[-1]} callers (c) >= 10x (a) throughput": c.calls_per_s >= 10 * a.calls_per_s,
+            f"at {args.concurrency[-1]} callers (c) >= 5x (b) throughput": c.calls_per_s >= 5 * b.calls_per_s,
+            f"warm p50 of (c) at 1 caller <= Graph latency + 5 ms ({args.graph_ms + 5:.0f} ms)":
+                results["c"][0][0].p50_ms <= args.graph_ms + 5,
+            "(c) OBO exchanges per (user, scope) over the whole run = 1": per_key == 1
+                and sum(t for _, t, _ in results["c"]) == len(USERS),
+        }
+        print()
+        for text, passed in checks.items():
+            print(f"{'MET ' if passed else 'MISS'}  {text}")
+        ok = all(checks.values())
+    return ok
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    print(f"latency: identity {args.identity_ms:g} ms, Graph {args.graph_ms:g} ms; {args.duration:g} s per level; "
+          f"callers {args.concurrency} over {len(USERS)} users; tool {TOOL} (OBO + 1 Graph call)")
+    with tempfile.TemporaryDirectory(prefix="obokit-bench-") as tmp:
+        folder = Path(tmp)
+        emu = EmulatorProcess(Path(args.state_dir) if args.state_dir else folder / "emulator")
+        os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = emu.ca_bundle
+        try:
+            reg = await asyncio.to_thread(provision, emu)
+            results, servers = {}, {}
+            for key in args.implementations:
+                results[key], servers[key] = await run_implementation(key, emu, reg, folder, args)
+        finally:
+            emu.stop()
+    print(f"\nprocess start until ready (imports included): emulator {emu.ready_s:.2f} s; "
+          + ", ".join(f"server ({k}) {s.ready_s:.2f} s (start_workbook_server {s.start_s:.2f} s)" for k, s in servers.items()))
+    ok = print_table(results, args)
+    return 0 if ok or not args.strict else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--identity-ms", type=float, default=30, help="injected identity provider latency (default 30)")
+    parser.add_argument("--graph-ms", type=float, default=30, help="injected Graph latency (default 30)")
+    parser.add_argument("--duration", type=float, default=3, help="seconds per implementation and level (default 3)")
+    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50],
+                        help="comma-separated caller counts (default 1,10,50)")
+    parser.add_argument("--implementations", default="abc", help="which of a, b, c to run (default abc)")
+    parser.add_argument("--state-dir", default=None, help="emulator state folder to reuse (default: a fresh one)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)  # internal: the server child
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    options = parse_args()
+    sys.exit(serve_child(options.serve) if options.serve else asyncio.run(main_async(options)))
