@@ -12,7 +12,8 @@ Both answer 401 with `WWW-Authenticate: Bearer error="invalid_token", ... resour
 The official `mcp` SDK client (its own `OAuthClientProvider`) holding the proxied token is sent
 back to sign in, which our user agent refuses: that is how a rejected token surfaces there. A
 valid token passes both ways (the positive control), and fastmcp's stock `JWTVerifier` is shown
-to accept exactly the three cases `obokit.verifier.EntraTokenVerifier` closes.
+to accept exactly the cases `obokit.verifier.EntraTokenVerifier` closes (the three of the
+issue, and `iat` in the future).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ GRAPH_USER_READ = "https://graph.microsoft.com/User.Read"
 OTHER_TENANT = str(uuid.uuid5(uuid.NAMESPACE_DNS, "another-tenant.example"))
 HOUR = 3600
 
-# case -> the reason obokit's verifier logs, for the three cases fastmcp 4.1.2 accepts (None: fastmcp refuses too)
+# case -> the reason obokit's verifier logs, for the cases fastmcp 4.1.2 accepts (None: fastmcp refuses them too)
 CASES: dict[str, str | None] = {
     "alg none": None,
     "HS256 signed with the RSA public key": None,
@@ -56,6 +57,7 @@ CASES: dict[str, str | None] = {
     "expired": None,
     "nbf in the future": "not valid yet",
     "no exp": "no valid exp claim",
+    "iat in the future": "issued in the future",
     "wrong iss (v1 issuer)": None,
     "wrong aud (a Graph token)": None,
     "tid not the issuer's tenant": "is not this server's tenant",
@@ -109,6 +111,7 @@ def hostile_tokens(emu: Emulator, reg: Registration, valid: str, folder: Path) -
         "expired": forge(keys, valid, iat=now - 2 * HOUR, nbf=now - 2 * HOUR, exp=now - HOUR),
         "nbf in the future": forge(keys, valid, nbf=now + HOUR, exp=now + 2 * HOUR),
         "no exp": forge(keys, valid, exp=None),
+        "iat in the future": forge(keys, valid, iat=now + HOUR, exp=now + 2 * HOUR),
         "wrong iss (v1 issuer)": forge(keys, valid, iss=f"https://sts.windows.net/{emu.tenant_id}/"),
         "wrong aud (a Graph token)": user_token(emu, dataclasses.replace(reg, scope=GRAPH_USER_READ),
                                                 user_upn("bruno"), SERVER_REDIRECT),
@@ -199,6 +202,8 @@ async def test_a_valid_user_token_passes_over_http_and_through_the_sdk(matrix: M
     agent = NoSignIn()
     tools = await sdk_list_tools(matrix, bearer, agent)
     assert agent.sent_to == [] and {"whoami", "check_group_membership"} <= set(tools)
+    # The same Entra token presented directly is refused: the proxy honours only the tokens it issued.
+    assert_challenged(matrix.server, await initialize(matrix.server, matrix.valid))
 
 
 # -- the matrix -----------------------------------------------------------------------------
@@ -225,7 +230,7 @@ async def test_hostile_token_is_an_auth_error_for_the_mcp_sdk_client(matrix: Mat
         else failure.errisinstance(SignInRefused), repr(failure.value)
 
 
-async def test_fastmcp_alone_accepts_exactly_the_three_cases_obokit_closes(matrix: Matrix) -> None:
+async def test_fastmcp_alone_accepts_exactly_the_cases_obokit_closes(matrix: Matrix) -> None:
     strict = matrix.server.mcp.auth._token_validator
     assert isinstance(strict, EntraTokenVerifier), "the workbook server runs obokit's verifier"
     stock = JWTVerifier(jwks_uri=strict.jwks_uri, issuer=strict.issuer, audience=strict.audience,
