@@ -40,7 +40,7 @@ from obokit.token_attacks import (
     REDIRECT_URI, alg_none, bad_signature, claims_of, forge, hs256_with_public_key, proxied_token,
     register_client, tampered, unknown_kid,
 )
-from obokit.verifier import EntraTokenVerifier
+from obokit.verifier import EntraTokenVerifier, rejection_reason
 
 SERVER_REDIRECT = "http://localhost:8000/auth/callback"
 GRAPH_USER_READ = "https://graph.microsoft.com/User.Read"
@@ -240,3 +240,29 @@ async def test_fastmcp_alone_accepts_exactly_the_cases_obokit_closes(matrix: Mat
     accepted_by_obokit = {case for case, token in matrix.hostile.items() if await strict.verify_token(token)}
     assert accepted_by_fastmcp == FASTMCP_GAPS
     assert accepted_by_obokit == set()
+
+
+# -- the policy itself, at its edges (no server) ----------------------------------------------
+NOW = 1_900_000_000
+TENANT = "11111111-2222-3333-4444-555555555555"
+BASE = {"iss": f"https://login.microsoftonline.com/{TENANT}/v2.0", "tid": TENANT, "iat": NOW, "nbf": NOW,
+        "exp": NOW + HOUR, "scp": "mcp-access", "oid": "user-oid", "idtyp": "user"}
+
+
+@pytest.mark.parametrize(("changes", "header", "reason"), [
+    ({}, {}, None),
+    ({"nbf": NOW + 60, "iat": NOW + 60}, {}, None),  # within the clock skew
+    ({"nbf": NOW + 301}, {}, "not valid yet"),
+    ({"iat": NOW + 301}, {}, "issued in the future"),
+    ({"exp": str(NOW + HOUR)}, {}, "no valid exp"),
+    ({"exp": True}, {}, "no valid exp"),
+    ({"tid": None}, {}, "not this server's tenant"),
+    ({"iss": f"https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"}, {}, "not this server's tenant"),
+    ({"idtyp": "app"}, {}, "app-only"),
+    ({"scp": None, "roles": ["mcp-access"]}, {}, "app-only"),
+    ({}, {"crit": []}, "critical header"),
+])
+def test_rejection_reason_at_the_edges(changes: dict, header: dict, reason: str | None) -> None:
+    claims = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
+    found = rejection_reason(header, claims, tenant_id=TENANT, now=NOW)
+    assert (found is None) if reason is None else (found is not None and reason in found), found

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from fastmcp.server.auth.auth import AccessToken
 from fastmcp.server.auth.providers.azure import AzureProvider
 from fastmcp.server.auth.providers.jwt import JWTVerifier
 
-__all__ = ["CLOCK_SKEW_SECONDS", "EntraTokenVerifier", "harden", "rejection_reason"]
+__all__ = ["CLOCK_SKEW_SECONDS", "EntraTokenVerifier", "harden", "issuer_tenant", "rejection_reason"]
 
 CLOCK_SKEW_SECONDS = 300  # tolerated clock difference for `nbf` and `iat` (5 minutes)
 logger = logging.getLogger("obokit.verifier")
@@ -37,12 +38,18 @@ def _is_time(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def issuer_tenant(iss: Any) -> str | None:
+    """The tenant an Entra issuer names: `https://login.microsoftonline.com/{tenant}/v2.0` (v1: `https://sts.windows.net/{tenant}/`)."""
+    first = urlsplit(iss).path.strip("/").split("/")[0] if isinstance(iss, str) else ""
+    return first or None
+
+
 def rejection_reason(header: dict[str, Any], claims: dict[str, Any], *, tenant_id: str,
                      now: float | None = None, leeway: int = CLOCK_SKEW_SECONDS) -> str | None:
     """Why the workbook refuses a token that fastmcp's `JWTVerifier` accepted, or None if it does not.
 
     Only the checks fastmcp does not make: `crit`, `exp` present, `nbf`/`iat` not in the future,
-    `tid` equal to the server's tenant, and a delegated (user) token.
+    `tid` equal to the tenant of the issuer and of the server, and a delegated (user) token.
     """
     now = time.time() if now is None else now
     if "crit" in header:
@@ -53,8 +60,9 @@ def rejection_reason(header: dict[str, Any], claims: dict[str, Any], *, tenant_i
         return "not valid yet (nbf is in the future)"
     if "iat" in claims and (not _is_time(claims["iat"]) or claims["iat"] > now + leeway):
         return "issued in the future (iat)"
-    if claims.get("tid") != tenant_id:
-        return f"tid {claims.get('tid')!r} is not this server's tenant"
+    tid = claims.get("tid")
+    if tid is None or tid != tenant_id or tid != issuer_tenant(claims.get("iss")):
+        return f"tid {tid!r} is not this server's tenant (the issuer's)"
     if claims.get("idtyp") == "app" or not claims.get("scp") or not claims.get("oid"):
         return "app-only token: the tools act for a signed-in user (delegated scp and oid required)"
     return None
