@@ -88,7 +88,8 @@ class EntraTokenVerifier(JWTVerifier):
         return cls(
             tenant_id=tenant_id, leeway=leeway, jwks_uri=stock.jwks_uri, public_key=stock.public_key,
             issuer=stock.issuer, audience=stock.audience, algorithm=stock.algorithm,
-            required_scopes=stock.required_scopes, http_client=stock._http_client,
+            required_scopes=stock.required_scopes, http_client=stock._http_client, ssrf_safe=stock.ssrf_safe,
+            jwks_refresh_interval=stock._jwks_refresh_interval,
         )
 
     async def load_access_token(self, token: str) -> AccessToken | None:
