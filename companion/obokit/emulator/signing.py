@@ -74,7 +74,8 @@ def _generate(name: str) -> SigningKey:
 def _load_or_create(path: Path, name: str) -> SigningKey:
     if path.exists():
         pem = path.read_bytes()
-        key = serialization.load_pem_private_key(pem, password=None)
+        # Our own key from an owner-only file: skip OpenSSL's RSA consistency check (~80 ms per key).
+        key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
         cert = x509.load_pem_x509_certificate(pem)
         assert isinstance(key, rsa.RSAPrivateKey)
         return SigningKey(key, cert)
