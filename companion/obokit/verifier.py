@@ -2,11 +2,12 @@
 
 FastMCP's `AzureProvider` validates, on every MCP request, the Entra token the proxy holds for the
 client, with fastmcp's `JWTVerifier`: signature (RS256 only, key from the tenant's JWKS), issuer,
-audience, expiry and the required scope. fastmcp 4.1.2 lets three hostile tokens through:
+audience, expiry and the required scope. fastmcp 4.1.2 lets these hostile tokens through:
 
 * `nbf` in the future (the token is not valid yet: it is never compared with the clock);
-* no `exp` at all (a token without an expiry is only refused when `exp` is present and past);
-* `tid` naming another tenant than the one in the issuer.
+* no `exp` at all (an expiry is only checked when `exp` is present);
+* `tid` naming another tenant than the one in the issuer;
+* `iat` in the future.
 
 `EntraTokenVerifier` runs fastmcp's checks and then these, plus two policies of the workbook:
 every tool acts for a signed-in user, so an app-only token (`idtyp: app`, no `scp`, no `oid`) is
