@@ -89,10 +89,12 @@ def hs256_with_public_key(keys: KeySet, token: str) -> str:
     return f"{signing_input}.{b64url(signature)}"
 
 
-def unknown_kid(token: str) -> str:
-    """The same claims signed by an attacker's own RSA key, under a `kid` the tenant never published."""
+def unknown_kid(token: str, *, kid: str | None = None, header: dict[str, Any] | None = None) -> str:
+    """The same claims signed by an attacker's own RSA key, under `kid` (default: one the tenant never
+    published); `header` adds parameters such as `jku` / `x5u` pointing at the attacker's keys."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return jwt.encode(claims_of(token), key, algorithm="RS256", headers={"typ": "JWT", "kid": secrets.token_hex(8)})
+    headers = {"typ": "JWT", "kid": kid or secrets.token_hex(8), **(header or {})}
+    return jwt.encode(claims_of(token), key, algorithm="RS256", headers=headers)
 
 
 def bad_signature(token: str) -> str:
