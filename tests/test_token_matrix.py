@@ -109,9 +109,9 @@ def hostile_tokens(emu: Emulator, reg: Registration, valid: str, folder: Path) -
         "HS256 signed with the RSA public key": hs256_with_public_key(keys, valid),
         "unknown kid": unknown_kid(valid),
         "kid with a path traversal": unknown_kid(valid, kid="../../../../etc/passwd"),
-        # the conftest guard fails the test if anything tries to fetch the (non-loopback) jku/x5u URLs
+        # jku/x5u must be ignored: a fetch of these (non-loopback, TEST-NET-3) URLs would trip the conftest guard
         "attacker's key under the tenant's kid, with jku/x5u": unknown_kid(valid, kid=keys.current.kid, header={
-            "jku": "https://attacker.example/keys", "x5u": "https://attacker.example/cert.pem"}),
+            "jku": "https://203.0.113.7/keys", "x5u": "https://203.0.113.7/cert.pem"}),
         "bad signature": bad_signature(valid),
         "tampered payload": tampered(valid, oid=str(uuid.uuid4()), preferred_username=user_upn("adele")),
         "expired": forge(keys, valid, iat=now - 2 * HOUR, nbf=now - 2 * HOUR, exp=now - HOUR),
