@@ -27,7 +27,7 @@ class SeenRequest:
 class RequestLog:
     """The last `maxlen` HTTP requests of the apps wrapped with `wrap` (thread-safe appends)."""
 
-    def __init__(self, maxlen: int = 5000) -> None:
+    def __init__(self, maxlen: int = 1000) -> None:
         self._entries: deque[SeenRequest] = deque(maxlen=maxlen)
         self._seq = itertools.count(1)
         self.last_seq = 0
