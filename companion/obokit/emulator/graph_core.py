@@ -14,6 +14,7 @@ from starlette.responses import Response
 from .directory import Directory
 from .errors import GraphError
 from .ids import GRAPH_APP_ID, GRAPH_RESOURCE
+from .graph_schema import validate
 from .odata import apply_select
 from .signing import KeySet
 from .store import Store
@@ -114,8 +115,8 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body), status_code=status, media_type=CONTENT_TYPE)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or Graph's 400 for anything else."""
+async def read_json(request: Request, schema: dict[str, Any] | None = None, resource: str = "request") -> dict[str, Any]:
+    """The request body as a JSON object whose known properties have `schema`'s types, or Graph's 400."""
     raw = await request.body()
     try:
         body = json.loads(raw or b"{}")
@@ -124,7 +125,7 @@ async def read_json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GraphError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
     body.pop("@odata.type", None)
-    return body
+    return validate(body, schema, resource) if schema else body
 
 
 def not_found(oid: str) -> GraphError:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import GraphError
+from . import graph_schema as schema
 from .graph_core import Caller, GraphContext, RouteEntry, no_content, not_found, read_json, route
 from .ids import TENANT_DOMAIN, TENANT_ID, stable_id
 from .odata import apply_filter, parse_top
@@ -92,7 +93,7 @@ class DirectoryEndpoints:
 
     async def create_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
-        body = await read_json(request)
+        body = await read_json(request, schema.APPLICATION, "Application")
         if not body.get("displayName"):
             raise GraphError(400, "Request_BadRequest", "Property 'displayName' is required.")
         if body.get("passwordCredentials"):
@@ -130,7 +131,7 @@ class DirectoryEndpoints:
     async def patch_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
         app = self._app(params)
-        body = await read_json(request)
+        body = await read_json(request, schema.APPLICATION, "Application")
         for frozen in ("id", "appId", "passwordCredentials"):
             body.pop(frozen, None)
         if "identifierUris" in body:
@@ -167,7 +168,7 @@ class DirectoryEndpoints:
     async def add_password(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
         app = self._app(params)
-        requested = (await read_json(request)).get("passwordCredential") or {}
+        requested = (await read_json(request, schema.PASSWORD, "PasswordCredential")).get("passwordCredential") or {}
         start = requested.get("startDateTime") or _now()
         end = requested.get("endDateTime") or (
             dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=730)
@@ -192,7 +193,7 @@ class DirectoryEndpoints:
     async def remove_password(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
         app = self._app(params)
-        key_id = (await read_json(request)).get("keyId")
+        key_id = (await read_json(request, schema.REMOVE_PASSWORD)).get("keyId")
         remaining = [c for c in app.get("passwordCredentials", []) if c.get("keyId") != key_id]
         if len(remaining) == len(app.get("passwordCredentials", [])):
             raise GraphError(400, "Request_BadRequest", f"No password credential found with keyId '{key_id}'.")
@@ -207,7 +208,7 @@ class DirectoryEndpoints:
 
     async def create_sp(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
-        body = await read_json(request)
+        body = await read_json(request, schema.SERVICE_PRINCIPAL, "ServicePrincipal")
         app = self.store.find_one("applications", appId=body.get("appId") or "")
         if app is None:
             raise GraphError(400, "Request_BadRequest", f"The appId '{body.get('appId')}' of the service principal does not reference a valid application object.")
@@ -255,7 +256,7 @@ class DirectoryEndpoints:
 
     async def create_grant(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_WRITE, application=GRANT_WRITE, admin=True)
-        body = await read_json(request)
+        body = await read_json(request, schema.PERMISSION_GRANT, "OAuth2PermissionGrant")
         for prop in ("clientId", "resourceId"):
             if self.store.get("servicePrincipals", body.get(prop) or "") is None:
                 raise GraphError(400, "Request_BadRequest", f"Invalid value specified for property '{prop}' of resource 'OAuth2PermissionGrant'.")
@@ -288,7 +289,7 @@ class DirectoryEndpoints:
     async def patch_grant(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_WRITE, application=GRANT_WRITE, admin=True)
         grant = self._grant(params)
-        body = await read_json(request)
+        body = await read_json(request, schema.PERMISSION_GRANT, "OAuth2PermissionGrant")
         if "scope" in body:
             grant["scope"] = (body["scope"] or "").strip()
         await self.store.put("oauth2PermissionGrants", grant)
@@ -309,7 +310,7 @@ class DirectoryEndpoints:
     async def create_assignment(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=ROLE_WRITE, application=ROLE_WRITE, admin=True)
         sp = self._sp(params)
-        body = await read_json(request)
+        body = await read_json(request, schema.APP_ROLE_ASSIGNMENT, "AppRoleAssignment")
         if body.get("resourceId") != sp["id"]:
             raise GraphError(400, "Request_BadRequest", "The resourceId in the request body must match the service principal in the URL.")
         role_ids = {r["id"] for r in sp.get("appRoles", [])} | {"00000000-0000-0000-0000-000000000000"}

@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -32,6 +34,15 @@ def _tenant_or_error(request: Request) -> None:
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
             "into the correct cloud.",
         )
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The urlencoded (or multipart) body as strings; a body that does not parse is Entra's 9002313."""
+    try:
+        form = await request.form()
+    except (HTTPException, MultiPartException, UnicodeDecodeError, ValueError):
+        raise EntraError(9002313, "invalid_request", "Invalid request. Request is malformed or invalid.") from None
+    return {k: str(v) for k, v in form.items()}
 
 
 def redirect_uri_matches(requested: str, registered: list[str]) -> bool:
@@ -177,7 +188,7 @@ class IdentityApp:
         return HTMLResponse(html)
 
     async def _authorize_submit(self, request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         pending = self.pending.pop(str(form.get("txn", "")), None)
         if pending is None or time.time() - pending["created"] > CODE_LIFETIME:
             raise EntraError(9002313, "invalid_request", "Invalid request. The sign-in session has expired; start again.")
@@ -251,7 +262,7 @@ class IdentityApp:
     async def devicecode(self, request: Request) -> Response:
         try:
             _tenant_or_error(request)
-            form = dict(await request.form())
+            form = await read_form(request)
             client_id = str(form.get("client_id") or "")
             if not client_id:
                 raise errors.missing_parameter("client_id")
@@ -297,7 +308,7 @@ class IdentityApp:
     async def token(self, request: Request) -> Response:
         try:
             _tenant_or_error(request)
-            form = {k: str(v) for k, v in (await request.form()).items()}
+            form = await read_form(request)
             body = await self.service.handle(form, request.headers.get("authorization"))
         except EntraError as exc:
             return errors.entra_error_response(exc)
