@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import threading
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -25,10 +26,18 @@ from typing import Any
 CATEGORIES = ("travel", "meals", "lodging", "equipment", "training", "other")
 MAX_AMOUNT = Decimal("10000")
 MAX_DESCRIPTION = 200
+EARLIEST = dt.date(2000, 1, 1)
+EXPENSE_ID = re.compile(r"^EXP-[0-9A-F]{6}$")
 
 
 class InvalidExpense(ValueError):
     """The input breaks a rule; the message says which one and how to fix it."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters, so an error message never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(str(value))} characters)"
 
 
 def parse_date(value: str, *, today: dt.date | None = None) -> dt.date:
@@ -36,9 +45,11 @@ def parse_date(value: str, *, today: dt.date | None = None) -> dt.date:
     try:
         day = dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise InvalidExpense(f"date must be an ISO date such as 2026-11-02, not {value!r}") from None
+        raise InvalidExpense(f"date must be an ISO date such as 2026-11-02, not {shown(value)}") from None
     if day > (today or dt.date.today()):
         raise InvalidExpense(f"date {day.isoformat()} is in the future; expenses are recorded after they happen")
+    if day < EARLIEST:
+        raise InvalidExpense(f"date {day.isoformat()} is before {EARLIEST.isoformat()}; check the year")
     return day
 
 
@@ -49,7 +60,7 @@ def parse_amount(value: float | int | str) -> Decimal:
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
-        raise InvalidExpense(f"amount must be a number such as 42.50, not {value!r}") from None
+        raise InvalidExpense(f"amount must be a number such as 42.50, not {shown(value)}") from None
     if not amount.is_finite() or amount <= 0:
         raise InvalidExpense(f"amount must be greater than zero, not {value}")
     if amount.as_tuple().exponent < -2:  # type: ignore[operator]
@@ -62,7 +73,7 @@ def parse_amount(value: float | int | str) -> Decimal:
 def parse_category(value: str) -> str:
     category = str(value).strip().lower()
     if category not in CATEGORIES:
-        raise InvalidExpense(f"category {value!r} is not one of: {', '.join(CATEGORIES)}")
+        raise InvalidExpense(f"category {shown(value)} is not one of: {', '.join(CATEGORIES)}")
     return category
 
 
@@ -73,6 +84,14 @@ def parse_description(value: str) -> str:
     if len(text) > MAX_DESCRIPTION:
         raise InvalidExpense(f"description is {len(text)} characters long; keep it under {MAX_DESCRIPTION}")
     return text
+
+
+def parse_expense_id(value: str) -> str:
+    """An expense id as `list_expenses` shows it: EXP- and six hexadecimal digits (any case)."""
+    expense_id = str(value).strip().upper()
+    if not EXPENSE_ID.match(expense_id):
+        raise InvalidExpense(f"expense_id must look like EXP-1A2B3C (see list_expenses), not {shown(value)}")
+    return expense_id
 
 
 class ExpenseBook:
@@ -114,7 +133,7 @@ class ExpenseBook:
 
     def approve(self, expense_id: str, *, approver_oid: str, approver: str) -> dict[str, Any]:
         """Mark someone else's expense approved (approving it again changes nothing)."""
-        wanted = str(expense_id).strip().upper()
+        wanted = parse_expense_id(expense_id)
         with self._lock:
             for owner, expenses in self._by_user.items():
                 for expense in expenses:

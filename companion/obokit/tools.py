@@ -32,7 +32,7 @@ from fastmcp.server.auth.providers.azure import AzureProvider
 from fastmcp.server.dependencies import get_access_token, get_server
 from pydantic import Field
 
-from .expenses import CATEGORIES, ExpenseBook, InvalidExpense
+from .expenses import CATEGORIES, ExpenseBook, InvalidExpense, shown
 from .middleware import current_caller, refusal
 from .obo import OboError
 from .obo_cache import OboCache
@@ -140,15 +140,15 @@ def parse_group_id(value: str) -> str:
     try:
         return str(uuid.UUID(str(value).strip()))
     except ValueError:
-        raise refusal(f"group_id must be a group's object id (a GUID), not {value!r}") from None
+        raise refusal(f"group_id must be a group's object id (a GUID), not {shown(value)}") from None
 
 
 def parse_site(value: str) -> tuple[str, str]:
     """`host:/sites/name` or `https://host/sites/name` -> (host, name)."""
     match = SITE_PATTERN.match(str(value).strip())
-    if match is None:
+    if match is None or not match["name"].strip("."):  # "." and ".." would walk up the Graph URL
         raise refusal(
-            f"site must look like contoso.sharepoint.com:/sites/finance or https://contoso.sharepoint.com/sites/finance, not {value!r}"
+            f"site must look like contoso.sharepoint.com:/sites/finance or https://contoso.sharepoint.com/sites/finance, not {shown(value)}"
         )
     return match["host"].lower(), match["name"]
 
@@ -185,7 +185,9 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
         return expenses.list((await current_caller(ctx)).oid)
 
     @mcp.tool(tags={"Task.Read"})
-    async def check_group_membership(ctx: Context, group_id: str) -> dict[str, Any]:
+    async def check_group_membership(
+        ctx: Context, group_id: Annotated[str, Field(description="the group's object id, a GUID")]
+    ) -> dict[str, Any]:
         """Whether you are a member of the group, directly or through nested groups (Graph, on your behalf)."""
         group = parse_group_id(group_id)
         response = await graph.get(
@@ -205,7 +207,10 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
                 "group": found[0].get("displayName") if found else None}
 
     @mcp.tool(tags={"Task.Read"})
-    async def check_site_access(ctx: Context, site: str) -> dict[str, Any]:
+    async def check_site_access(
+        ctx: Context,
+        site: Annotated[str, Field(description="contoso.sharepoint.com:/sites/finance or https://contoso.sharepoint.com/sites/finance")],
+    ) -> dict[str, Any]:
         """Whether you can open a SharePoint site (Graph decides with your own permissions)."""
         host, name = parse_site(site)
         response = await graph.get(ctx, f"/sites/{host}:/sites/{name}", scopes=SITE_SCOPES, params={"$select": "id,displayName,webUrl"})
@@ -218,7 +223,9 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
         return result
 
     @mcp.tool(tags={"Task.Write"})
-    async def approve_expense(ctx: Context, expense_id: str) -> dict[str, Any]:
+    async def approve_expense(
+        ctx: Context, expense_id: Annotated[str, Field(description="the id list_expenses shows, e.g. EXP-1A2B3C")]
+    ) -> dict[str, Any]:
         """Approve a colleague's expense (needs the Task.Write app role; never your own)."""
         caller = await current_caller(ctx)
         try:
