@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import socket
 import sys
@@ -23,10 +24,15 @@ import uvicorn
 
 T = TypeVar("T")
 
-try:  # httpcore asks `import sniffio` on every lock it sets up; a failed import is retried (a
-    import sniffio  # noqa: F401  # full sys.path search) each time unless sys.modules remembers it.
-except ImportError:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[assignment]  # "not installed", answered at once
+# Two optional imports that cost the workbook time and give it nothing; `None` in sys.modules makes
+# `import x` fail at once, and both importers treat the ImportError as "not installed":
+# * sniffio: httpcore tries it for every lock it sets up, and a failed import searches sys.path again
+#   each time (~0.5 ms, several times per request);
+# * rfc3987_syntax: jsonschema (which the MCP client imports on its first tool call) compiles 38
+#   grammars at import time (1.5 s) for the rarely used "iri" format, which nothing here checks.
+for _optional in ("sniffio", "rfc3987_syntax"):
+    if _optional not in sys.modules and (_optional == "rfc3987_syntax" or importlib.util.find_spec(_optional) is None):
+        sys.modules[_optional] = None  # type: ignore[assignment]
 _registry: dict[str, "BackgroundServer"] = {}
 _registry_lock = threading.Lock()
 

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m obokit.workbook run-all [--notebooks DIR] [--timeout SECONDS]
-                                      [--kernel NAME] [--save-dir DIR] [--state-dir DIR] [-x]
+    python -m obokit.workbook run-all [--notebooks DIR] [--timeout SECONDS] [--kernel NAME]
+                                      [--save-dir DIR] [--state-dir DIR] [-x] [--no-prewarm]
 
 ``run-all`` executes every ``notebooks/*.ipynb`` in name order with nbclient,
 each in a fresh kernel whose working directory is the notebooks folder, and
@@ -13,6 +13,8 @@ notebooks yet) and 1 otherwise. Notebooks are never modified in place; use
 ``--save-dir`` to keep the executed copies. ``--state-dir`` points the kernels'
 ``OBOKIT_STATE_DIR`` at another emulator state folder (default: the environment's
 value, else the repository's ``.obokit/``), e.g. a fresh one for a reproducible run.
+The next notebook's kernel is started, and the heavy libraries imported in it, while the
+current notebook runs (``Prewarmed``); ``--no-prewarm`` starts each kernel only at its turn.
 
 The run targets the embedded emulator: ``OBOKIT_TARGET=emulator`` is forced
 for the kernels (a ``.env`` loaded with python-dotenv does not override it).
@@ -29,6 +31,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -75,10 +78,61 @@ def _short_error(exc: BaseException, limit: int = 40) -> str:
     return "\n".join("    " + line for line in lines)
 
 
+# Run silently in the next notebook's kernel while the current notebook runs (see `Prewarmed`): the
+# heavy imports, and msgraph's model registry (its first deserialization imports ~1200 modules, 2 s).
+PREWARM_CODE = """
+import obokit.kernel, obokit.target, obokit.display, obokit.provisioning, obokit.graph, obokit.server
+import obokit.mcp_client, msal, httpx, jsonschema
+from msgraph.generated.models.user import User
+User().get_field_deserializers()
+"""
+
+
+class Prewarmed:
+    """A fresh kernel started (cwd: the notebook's folder) ahead of its notebook.
+
+    While the previous notebook runs, the kernel boots and silently runs `PREWARM_CODE` (imports): the
+    notebook itself still starts in a kernel that has run none of its cells, and its outputs are the
+    same; only the wait for the kernel and the imports is overlapped with the previous notebook.
+    """
+
+    def __init__(self, path: Path, kernel: str = "python3", code: str = PREWARM_CODE) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.path = path
+        self.km = KernelManager(kernel_name=kernel)
+        self.km.start_kernel(cwd=str(path.parent))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.up = threading.Thread(target=self._boot, args=(code,), name="obokit-kernel-prewarm", daemon=True)
+        self.up.start()
+
+    def _boot(self, code: str) -> None:
+        try:
+            self.kc.wait_for_ready(timeout=120)
+        except RuntimeError:
+            return  # nbclient reports the dead kernel when the notebook's turn comes
+        if code:  # a failure here only means no head start: the notebook runs the same
+            self.kc.execute(f"try:\n    exec({code!r})\nexcept Exception:\n    pass", silent=True, store_history=False)
+
+    def wait_until_up(self) -> None:
+        """Until the kernel answers: its ports are bound, so the next kernel cannot pick the same ones."""
+        self.up.join()
+
+    def shutdown(self) -> None:
+        self.up.join()
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
 def run_notebook(
-    path: Path, *, timeout: int = 300, kernel: str = "python3", save_dir: Path | None = None
+    path: Path, *, timeout: int = 300, kernel: str = "python3", save_dir: Path | None = None,
+    prewarmed: Prewarmed | None = None,
 ) -> BaseException | None:
-    """Execute one notebook in a fresh kernel (cwd: its folder); returns the error, or None."""
+    """Execute one notebook in a fresh kernel (cwd: its folder); returns the error, or None.
+
+    `prewarmed`: a kernel started for this notebook by `Prewarmed` (shut down here when done).
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -88,12 +142,16 @@ def run_notebook(
         timeout=timeout,
         kernel_name=kernel,
         resources={"metadata": {"path": str(path.parent)}},
+        km=prewarmed.km if prewarmed is not None else None,
     )
     error: BaseException | None = None
     try:
         client.execute()
     except Exception as exc:  # CellExecutionError, DeadKernelError, timeouts, ...
         error = exc
+    finally:
+        if prewarmed is not None:
+            threading.Thread(target=prewarmed.shutdown, name="obokit-kernel-shutdown", daemon=True).start()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, save_dir / path.name)
@@ -108,6 +166,7 @@ def run_all(
     save_dir: Path | None = None,
     fail_fast: bool = False,
     state_dir: Path | None = None,
+    prewarm: bool = True,
 ) -> int:
     notebooks = sorted(notebooks_dir.glob("*.ipynb")) if notebooks_dir.is_dir() else []
     if not notebooks:
@@ -131,9 +190,14 @@ def run_all(
             env.update(emulator_env)
             print("emulator: started for this run")
         with _patched_environ(env):
-            for path in notebooks:
+            upcoming = Prewarmed(notebooks[0], kernel, code="") if prewarm else None  # nothing to overlap yet
+            for index, path in enumerate(notebooks):
                 t0 = time.perf_counter()
-                error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir)
+                current = upcoming
+                if current is not None:
+                    current.wait_until_up()
+                upcoming = Prewarmed(notebooks[index + 1], kernel) if prewarm and index + 1 < len(notebooks) else None
+                error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir, prewarmed=current)
                 seconds = time.perf_counter() - t0
                 if error is None:
                     passed += 1
@@ -144,6 +208,8 @@ def run_all(
                     print(_short_error(error), flush=True)
                     if fail_fast:
                         break
+            if upcoming is not None:
+                upcoming.shutdown()
     total = time.perf_counter() - started
     skipped = len(notebooks) - passed - failed
     print(f"TOTAL  {len(notebooks)} notebooks  {total:.1f}s")
@@ -162,6 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--save-dir", type=Path, default=None, help="write executed copies here")
     run.add_argument("--state-dir", type=Path, default=None, help="emulator state folder for the kernels")
     run.add_argument("-x", "--fail-fast", action="store_true", help="stop at the first failing notebook")
+    run.add_argument("--no-prewarm", action="store_true",
+                     help="start each kernel only when its notebook's turn comes (no overlapped start and imports)")
     args = parser.parse_args(argv)
 
     if args.command == "run-all":
@@ -172,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_dir=args.save_dir,
             fail_fast=args.fail_fast,
             state_dir=args.state_dir,
+            prewarm=not args.no_prewarm,
         )
     parser.error(f"unknown command {args.command!r}")
     return 2
