@@ -4,6 +4,7 @@
 #   make test       run the test suite (extra args: make test PYTEST_ARGS="-k obo -x")
 #   make workbook   execute every notebooks/*.ipynb in order against the embedded emulator
 #   make lab        start JupyterLab on notebooks/ (extra args: LAB_ARGS=...)
+#   make bench      OBO tool benchmark: blocking vs cached OBO (extra args: BENCH_ARGS="--duration 5")
 #   make lock       regenerate constraints.txt from pyproject.toml in a throwaway venv
 #   make clean      remove build/test artefacts (keeps .venv and .obokit/)
 
@@ -17,7 +18,7 @@ PYTEST_ARGS ?=
 LAB_ARGS    ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test workbook lab lock clean
+.PHONY: help venv test workbook lab lock clean bench
 
 help:
 	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
@@ -47,6 +48,10 @@ endif
 
 workbook: venv
 	$(VENV_PY) -m obokit.workbook run-all
+
+BENCH_ARGS ?=
+bench: venv
+	$(VENV_PY) benchmarks/obo_tools.py $(BENCH_ARGS)
 
 lab: venv
 	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
