@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
@@ -25,6 +26,7 @@ from obokit.server import RunningServer
 from tenant_setup import user_upn
 
 TOMORROW = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+PASTED_TOKEN = jwt.encode({"aud": "api://somewhere", "scp": "mcp-access"}, "k" * 32, algorithm="HS256")
 
 # (tool, arguments, words the refusal must contain)
 BAD_INPUT = {
@@ -56,6 +58,8 @@ BAD_INPUT = {
     "site: path traversal": ("check_site_access", {"site": f"{SHAREPOINT_HOST}:/sites/x/../../me"}, ["site", "must look like"]),
     "site: query string": ("check_site_access", {"site": f"{SHAREPOINT_HOST}:/sites/finance?$select=id"}, ["site", "must look like"]),
     "site: name too long": ("check_site_access", {"site": f"{SHAREPOINT_HOST}:/sites/{'a' * 101}"}, ["site", "must look like"]),
+    "site: a pasted token": ("check_site_access", {"site": PASTED_TOKEN}, ["site", "redacted"]),
+    "group: a pasted token": ("check_group_membership", {"group_id": PASTED_TOKEN}, ["group_id", "redacted"]),
     "expense id: empty": ("approve_expense", {"expense_id": ""}, ["expense_id", "EXP-"]),
     "expense id: wrong shape": ("approve_expense", {"expense_id": "12345"}, ["expense_id", "EXP-"]),
     "expense id: huge": ("approve_expense", {"expense_id": "EXP-" + "A" * 5000}, ["expense_id", "EXP-"]),
@@ -91,6 +95,8 @@ async def test_bad_input_is_refused_with_a_clear_message(server: RunningServer, 
     assert unclear == {}, "\n".join(f"{case}: {message[:300]}" for case, message in unclear.items())
     assert all("Traceback" not in message and len(message) < 600 for message in refusals.values())
     assert server.expenses.list(user_id("bruno")) == [], "nothing refused was stored"
+    outcomes = " ".join(entry.outcome for entry in server.audit_log.entries)
+    assert "refused: site must look like" in outcomes and PASTED_TOKEN.split(".")[1] not in outcomes
 
 
 async def test_refused_input_never_reaches_graph(emulator: Emulator, server: RunningServer, bruno: HeadlessOAuth) -> None:

@@ -23,11 +23,14 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from .display import redact
+
 CATEGORIES = ("travel", "meals", "lodging", "equipment", "training", "other")
 MAX_AMOUNT = Decimal("10000")
 MAX_DESCRIPTION = 200
 EARLIEST = dt.date(2000, 1, 1)
 EXPENSE_ID = re.compile(r"^EXP-[0-9A-F]{6}$")
+TOKEN_LIKE = re.compile(r"eyJ[\w-]{4,}\.")
 
 
 class InvalidExpense(ValueError):
@@ -35,7 +38,10 @@ class InvalidExpense(ValueError):
 
 
 def shown(value: object, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters, so an error message never echoes a huge input."""
+    """`repr(value)` cut to `limit` characters, and a pasted token redacted, so an error message (which
+    the audit log keeps) never echoes a huge input or a credential."""
+    if TOKEN_LIKE.search(str(value)):
+        return redact(str(value))
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}… ({len(str(value))} characters)"
 
