@@ -127,7 +127,7 @@ def planted(tmp_path: Path) -> dict[str, str]:
         "Entra client secret": "Abc8Q~" + "x7_Y.z-9" * 4 + "Qw",
         "seeded automation secret": "aut~" + "Zq3_" * 10,
         "secret in env format": "MCP_SERVER_CLIENT_SECRET=" + "s3cr3t-" * 3,
-        "secretText value": json.dumps({"hint": "Abc", "secretText": "not-a-real-secret-value"}),
+        "secretText value": json.dumps({"hint": "Abc", "secret" + "Text": "not-a-real-secret-value"}),  # split: this file is scanned too
     }
 
 
