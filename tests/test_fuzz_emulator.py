@@ -153,6 +153,35 @@ def test_token_endpoint_raw_bodies(emu: Emulator, http: httpx.Client) -> None:
     check()
 
 
+def test_other_identity_endpoints_fuzz(emu: Emulator, http: httpx.Client) -> None:
+    """/devicecode and /devicelogin forms, and discovery / JWKS under any tenant segment."""
+    tenants = st.one_of(st.sampled_from([emu.tenant_id, "common", "organizations", emu.tenant_domain, "consumers"]),
+                        # "." and ".." are resolved away by the client, leaving a path that does not exist (404)
+                        nasty_text.filter(lambda t: t.strip(".") and "/" not in t and "?" not in t and "#" not in t))
+    forms = st.dictionaries(st.sampled_from(["client_id", "scope", "user_code", "action", "account", "claims"]),
+                            st.one_of(values(emu), st.sampled_from(["accept", "decline", "ABCDEFGHJ"])), max_size=5)
+
+    @FUZZ
+    @given(tenant=tenants, form=forms, which=st.sampled_from(["devicecode", "devicelogin", "discovery", "jwks", "v1"]))
+    def check(tenant: str, form: dict[str, str], which: str) -> None:
+        tally("identity (device code, discovery)")
+        base = f"{emu.authority}/{quote(tenant, safe='')}"
+        if which == "devicecode":
+            assert_entra_error(http.post(f"{base}/oauth2/v2.0/devicecode", data=form))
+            return
+        response = {
+            "devicelogin": lambda: http.post(f"{emu.authority}/devicelogin", data=form),
+            "discovery": lambda: http.get(f"{base}/v2.0/.well-known/openid-configuration"),
+            "jwks": lambda: http.get(f"{base}/discovery/v2.0/keys"),
+            "v1": lambda: http.get(f"{base}/.well-known/openid-configuration"),
+        }[which]()
+        assert response.status_code < 500 and "Traceback" not in response.text, response.text[:300]
+        if which in ("discovery", "v1") and response.status_code == 400:
+            assert response.json()["error_codes"] == [90002]
+
+    check()
+
+
 # -- identity: /authorize -------------------------------------------------------------------------
 AUTHORIZE_KEYS = ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge",
                   "code_challenge_method", "response_mode", "prompt", "login_hint", "claims"]
@@ -324,3 +353,4 @@ def test_fuzz_covered_every_endpoint() -> None:
     assert counts.get("token (form)", 0) >= EXAMPLES and counts.get("graph", 0) >= EXAMPLES
     assert counts.get("token (raw body)", 0) >= EXAMPLES and counts.get("graph (writes)", 0) >= EXAMPLES
     assert counts.get("authorize (GET)", 0) + counts.get("authorize (POST)", 0) >= EXAMPLES
+    assert counts.get("identity (device code, discovery)", 0) >= EXAMPLES
