@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -189,3 +190,19 @@ def test_expired_graph_token_is_401_lifetime_validation(emulator: Emulator) -> N
     assert error["code"] == "InvalidAuthenticationToken"
     assert error["message"] == "Lifetime validation failed, the token is expired."
     assert {"date", "request-id", "client-request-id"} <= error["innerError"].keys()
+
+
+# -- every failure above and in the other conformance tests has a troubleshooting row -----------
+DOCUMENTED = ["AADSTS65001", "AADSTS500131", "AADSTS50013", "AADSTS500133", "AADSTS70011", "AADSTS7000215",
+              "AADSTS700016", "AADSTS7000229", "AADSTS7000114", "AADSTS28000", "AADSTS28003", "AADSTS50076",
+              "403 accessDenied", "404 itemNotFound", "Request_UnsupportedQuery", "403 Authorization_RequestDenied",
+              "Invalid audience", "Lifetime validation failed", "429 TooManyRequests"]
+
+
+def test_readme_troubleshooting_has_a_row_per_failure() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line.count(" | ") >= 2]
+    missing = [case for case in DOCUMENTED if not any(case in row for row in rows)]
+    assert missing == []
+    assert all(len([c for c in row.split(" | ") if c.strip(" |")]) == 3 for row in rows), "what you see | why | fix"
