@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from obokit.emulator import GRAPH_APP_ID, Emulator, group_id, user_id
+from tenant_setup import consented_api, user_token, user_upn
 
 # CI runs a fixed, reproducible sample; OBOKIT_FUZZ_EXAMPLES=5000 explores with random seeds.
 EXAMPLES = int(os.environ.get("OBOKIT_FUZZ_EXAMPLES", "300"))
@@ -132,6 +133,42 @@ def test_token_endpoint_fuzz(emu: Emulator, http: httpx.Client) -> None:
         response = http.post(f"{emu.authority}/{tenant}/oauth2/v2.0/token", data=form, headers=headers)
         assert_entra_error(response)
         assert response.status_code != 200 or "access_token" in response.json()
+
+    check()
+
+
+def test_token_grants_fuzz(emu: Emulator, http: httpx.Client) -> None:
+    """A registered, consented client with its real secret: every grant handler runs on random fields."""
+    api = consented_api(emu, "fuzz middle tier", "http://localhost/callback")
+    user = user_token(emu, api, user_upn("bruno"), "http://localhost/callback")
+    app_only = http.post(f"{emu.tenant_authority}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": api.app_id, "client_secret": api.secret,
+        "scope": f"api://{api.app_id}/.default"}).json()["access_token"]
+    named = {"<api>": api.app_id, "<secret>": api.secret, "<user token>": user, "<app token>": app_only,
+             "<user token, bad signature>": user.rsplit(".", 1)[0] + ".AAAA", "<api scope>": api.scope,
+             "<code-like>": "1.A" + "x" * 60, "<refresh-like>": "0.A" + "y" * 60}
+    anything = st.one_of(st.sampled_from(sorted(named)), values(emu))
+    client = {"client_id": st.just("<api>"), "client_secret": st.just("<secret>")}
+    optional = {key: anything for key in FORM_KEYS[3:]}
+    grant_forms = st.one_of(
+        st.fixed_dictionaries({"grant_type": st.sampled_from(GRANT_TYPES), **client}, optional=optional),
+        st.fixed_dictionaries({  # On-Behalf-Of with its required fields, so the assertion checks run
+            "grant_type": st.just("urn:ietf:params:oauth:grant-type:jwt-bearer"), **client,
+            "requested_token_use": st.sampled_from(["on_behalf_of", "on_behalf_of", "x"]),
+            "assertion": st.one_of(st.sampled_from(["<user token>", "<app token>", "<user token, bad signature>"]), garbage_jwt),
+            "scope": st.one_of(st.sampled_from(["https://graph.microsoft.com/User.Read", "https://graph.microsoft.com/.default",
+                                                "User.Read offline_access openid", "<api scope>", "https://graph.microsoft.com/Nope"]),
+                               values(emu)),
+        }, optional={"client_info": st.sampled_from(["1", "0", ""]), "claims": values(emu)}),
+    )
+
+    @FUZZ
+    @given(form=grant_forms)
+    def check(form: dict[str, str]) -> None:
+        tally("token (grants, authenticated)")
+        data = {key: named.get(value, value) for key, value in form.items()}
+        response = http.post(f"{emu.tenant_authority}/oauth2/v2.0/token", data=data)
+        assert_entra_error(response)
 
     check()
 
@@ -354,3 +391,4 @@ def test_fuzz_covered_every_endpoint() -> None:
     assert counts.get("token (raw body)", 0) >= EXAMPLES and counts.get("graph (writes)", 0) >= EXAMPLES
     assert counts.get("authorize (GET)", 0) + counts.get("authorize (POST)", 0) >= EXAMPLES
     assert counts.get("identity (device code, discovery)", 0) >= EXAMPLES
+    assert counts.get("token (grants, authenticated)", 0) >= EXAMPLES
