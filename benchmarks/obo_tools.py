@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -44,6 +45,7 @@ from obokit.obo_bench import LoadResult, bearer_token, drive, exchanges_since, m
 from obokit.provisioning import Registrations
 from obokit.server import start_workbook_server
 from obokit.target import DemoDirectory, Target
+from obokit.tools import GraphApi
 
 USERS = ("adele", "bruno", "chen")
 TOOL, GRAPH_SCOPES = "check_group_membership", "User.Read openid profile offline_access GroupMember.Read.All"
@@ -158,6 +160,13 @@ class ServerProcess:
         self.ready_s = time.perf_counter() - t0
         self.mcp_url, self.start_s = ready[1], float(ready[2])
 
+    def in_tool_times(self) -> list[float]:
+        """Seconds each tool call spent in `GraphApi.get` (OBO + Graph) since the last ask, measured in the server."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("times\n")
+        self.proc.stdin.flush()
+        return [float(t) for t in json.loads(self.proc.stdout.readline())]
+
     def stop(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()  # the child stops its server when its stdin closes
@@ -172,13 +181,31 @@ def serve_child(key: str) -> int:
     reg = Registrations(mcp_server_client_id=os.environ["BENCH_CLIENT_ID"],
                         mcp_server_client_secret=os.environ["BENCH_CLIENT_SECRET"])
     factory = IMPLEMENTATIONS[key][1]
+    inside: list[float] = []  # seconds spent in GraphApi.get (OBO token + the Graph request) per call
+    timed_get = GraphApi.get
+
+    async def get(self: GraphApi, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await timed_get(self, *args, **kwargs)
+        finally:
+            inside.append(time.perf_counter() - t0)
+
+    GraphApi.get = get  # type: ignore[method-assign]  # instrumentation of this benchmark process only
     t0 = time.perf_counter()
     server = start_workbook_server(target, name=f"bench-{key}", storage_dir=folder, registration=reg,
                                    obo=factory(target, reg) if factory else None)
     print(f"READY {server.mcp_url} {time.perf_counter() - t0:.3f}", flush=True)
-    sys.stdin.read()
+    for _ in sys.stdin:  # each line asks for the in-tool times since the last one
+        print(json.dumps(inside[:]), flush=True)
+        inside.clear()
     server.stop()
     return 0
+
+
+def in_tool_p50(result: LoadResult) -> float:
+    """p50 of the time spent inside the tool on OBO + the Graph request (server side), ms."""
+    return LoadResult(result.concurrency, 1.0, result.in_tool).p50_ms
 
 
 async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations, folder: Path,
@@ -198,14 +225,17 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
         arguments = {"group_id": group_id("finance")}
         processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
                      "emulator": psutil.Process(emu.proc.pid)}
+        server.in_tool_times()  # forget the warm-up
         for level in args.concurrency:
             before, cpu = obo_exchanges(emu), {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             result = await drive(clients, TOOL, arguments, concurrency=level, duration=args.duration)
+            result.in_tool = server.in_tool_times()
             new = exchanges_since(emu, before)
             rows.append((result, sum(new.values()), max(new.values(), default=0)))
             per_call = {name: 1000 * (sum(p.cpu_times()[:2]) - cpu[name]) / max(result.calls, 1) for name, p in processes.items()}
             print(f"  ({key}) {label:24} {level:3d} callers: {result.calls_per_s:7.1f} calls/s  "
-                  f"p50 {result.p50_ms:7.1f} ms  p95 {result.p95_ms:7.1f} ms  exchanges {sum(new.values()):4d}  "
+                  f"p50 {result.p50_ms:7.1f} ms  p95 {result.p95_ms:7.1f} ms  in-tool p50 {in_tool_p50(result):6.1f} ms  "
+                  f"exchanges {sum(new.values()):4d}  "
                   f"CPU ms/call " + " ".join(f"{n} {v:.1f}" for n, v in per_call.items())
                   + (f"  errors {result.errors}" if result.errors else ""), flush=True)
         for client in clients:
@@ -218,35 +248,37 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
 
 def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace) -> bool:
     print()
-    print("| implementation | callers | calls/s | p50 ms | p95 ms | OBO exchanges |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| implementation | callers | calls/s | p50 ms | p95 ms | in-tool p50 ms | OBO exchanges |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for key, rows in results.items():
         for result, total, _ in rows:
             print(f"| ({key}) {IMPLEMENTATIONS[key][0]} | {result.concurrency} | {result.calls_per_s:.1f} | "
-                  f"{result.p50_ms:.1f} | {result.p95_ms:.1f} | {total} |")
-    ok = True
-    if all(k in results for k in "abc"):
-        print()
-        for i, level in enumerate(args.concurrency):
-            a, b, c = (results[k][i][0] for k in "abc")
-            print(f"{level:3d} callers: throughput (c)/(a) = {c.calls_per_s / a.calls_per_s:5.1f}x   "
-                  f"(c)/(b) = {c.calls_per_s / b.calls_per_s:5.1f}x   p50 (a) {a.p50_ms:.0f} ms, (b) {b.p50_ms:.0f} ms, "
-                  f"(c) {c.p50_ms:.0f} ms")
-        a, b, c = (results[k][-1][0] for k in "abc")
-        per_key = max(m for _, _, m in results["c"])
-        checks = {
-            f"at {args.concurrency[-1]} callers (c) >= 10x (a) throughput": c.calls_per_s >= 10 * a.calls_per_s,
-            f"at {args.concurrency[-1]} callers (c) >= 5x (b) throughput": c.calls_per_s >= 5 * b.calls_per_s,
-            f"warm p50 of (c) at 1 caller <= Graph latency + 5 ms ({args.graph_ms + 5:.0f} ms)":
-                results["c"][0][0].p50_ms <= args.graph_ms + 5,
-            "(c) OBO exchanges per (user, scope) over the whole run = 1": per_key == 1
-                and sum(t for _, t, _ in results["c"]) == len(USERS),
-        }
-        print()
-        for text, passed in checks.items():
-            print(f"{'MET ' if passed else 'MISS'}  {text}")
-        ok = all(checks.values())
-    return ok
+                  f"{result.p50_ms:.1f} | {result.p95_ms:.1f} | {in_tool_p50(result):.1f} | {total} |")
+    print("\nin-tool: time inside the tool for the OBO token + the Graph request, measured in the server.")
+    if not all(k in results for k in "abc"):
+        return True
+    print()
+    for i, level in enumerate(args.concurrency):
+        a, b, c = (results[k][i][0] for k in "abc")
+        print(f"{level:3d} callers: throughput (c)/(a) = {c.calls_per_s / a.calls_per_s:5.1f}x   "
+              f"(c)/(b) = {c.calls_per_s / b.calls_per_s:5.1f}x   p50 (a) {a.p50_ms:.0f} ms, (b) {b.p50_ms:.0f} ms, "
+              f"(c) {c.p50_ms:.0f} ms")
+    a, b, c = (results[k][-1][0] for k in "abc")
+    warm = results["c"][0][0]
+    checks = {
+        f"at {args.concurrency[-1]} callers (c) >= 10x (a) throughput": c.calls_per_s >= 10 * a.calls_per_s,
+        f"at {args.concurrency[-1]} callers (c) >= 5x (b) throughput": c.calls_per_s >= 5 * b.calls_per_s,
+        f"warm (c), {warm.concurrency} caller: in-tool p50 (OBO + Graph) {in_tool_p50(warm):.1f} ms <= Graph latency + 5 ms":
+            in_tool_p50(warm) <= args.graph_ms + 5,
+        f"warm (c), {warm.concurrency} caller: end-to-end p50 {warm.p50_ms:.1f} ms <= Graph latency + 5 ms":
+            warm.p50_ms <= args.graph_ms + 5,
+        "(c) OBO exchanges per (user, scope) over the whole run = 1": max(m for _, _, m in results["c"]) == 1
+            and sum(t for _, t, _ in results["c"]) == len(USERS),
+    }
+    print()
+    for text, passed in checks.items():
+        print(f"{'MET ' if passed else 'MISS'}  {text}")
+    return all(checks.values())
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -86,6 +86,7 @@ class LoadResult:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    in_tool: list[float] = field(default_factory=list)  # optional server-side timings (seconds)
 
     @property
     def calls(self) -> int:
