@@ -270,11 +270,21 @@ TOKEN_VARIANTS = {
     "<admin, bad signature>": lambda t: t.rsplit(".", 1)[0] + ".AAAA",
     "<admin, truncated>": lambda t: t[:-3],
 }
-bearer_tokens = st.one_of(st.sampled_from(sorted(TOKEN_VARIANTS)), st.none(), garbage_jwt,
+bearer_tokens = st.one_of(st.sampled_from(sorted(TOKEN_VARIANTS)), st.just("<user>"), st.just("<user>"), st.none(), garbage_jwt,
                           nasty_text.filter(lambda s: s.isascii() and s.isprintable()))
 
 
-def test_graph_fuzz(emu: Emulator, http: httpx.Client, admin_token: str) -> None:
+@pytest.fixture(scope="module")
+def user_graph_token(emu: Emulator) -> str:
+    """Bruno's delegated Graph token (OBO through MSAL), so /me, memberships and sites are reached too."""
+    api = consented_api(emu, "fuzz graph caller", "http://localhost/callback")
+    app = msal.ConfidentialClientApplication(api.app_id, client_credential=api.secret, authority=emu.tenant_authority,
+                                             instance_discovery=False)
+    assertion = user_token(emu, api, user_upn("bruno"), "http://localhost/callback")
+    return app.acquire_token_on_behalf_of(assertion, ["https://graph.microsoft.com/.default"])["access_token"]
+
+
+def test_graph_fuzz(emu: Emulator, http: httpx.Client, admin_token: str, user_graph_token: str) -> None:
     paths = st.lists(st.one_of(st.sampled_from(SEGMENTS), nasty_text.filter(lambda s: "/" not in s and "?" not in s
                                                                             and "#" not in s)), min_size=0, max_size=4)
     query = st.dictionaries(st.sampled_from(["$filter", "$select", "$top", "$count", "$search", "$orderby", "$expand",
@@ -298,7 +308,7 @@ def test_graph_fuzz(emu: Emulator, http: httpx.Client, admin_token: str) -> None
         url = "/".join([origin, *path])
         request_headers = {k: v for k, v in extra.items() if v.isascii()}
         if token is not None:
-            token = TOKEN_VARIANTS[token](admin_token) if token in TOKEN_VARIANTS else token
+            token = user_graph_token if token == "<user>" else TOKEN_VARIANTS[token](admin_token) if token in TOKEN_VARIANTS else token
             request_headers["Authorization"] = f"Bearer {token}".strip()
         response = http.request(method, url, params=params, headers=request_headers,
                                 content=body.encode("utf-8", "surrogatepass") if body is not None else None)
