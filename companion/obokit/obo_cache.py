@@ -56,6 +56,11 @@ class _Entry:
     refresh_at: float  # clock time after which the entry is no longer served
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def cache_key(assertion: str, scopes: Sequence[str]) -> str:
     """The cache key: SHA-256 of the assertion and the sorted, de-duplicated scopes (hex)."""
     material = assertion + "\x00" + " ".join(sorted(set(scopes)))
@@ -105,6 +110,7 @@ class OboCache:
         future = self._inflight.get(key)
         if future is None:
             future = asyncio.ensure_future(self._exchange(key, assertion, list(scopes)))
+            future.add_done_callback(_retrieve)  # every waiter may have given up: no "never retrieved" noise
             self._inflight[key] = future
         else:
             self.stats.coalesced += 1

@@ -15,7 +15,8 @@ The pieces, for notebooks that want to show them (03-server-in-the-kernel builds
   across restarts;
 * `persistent_client_store(storage_dir, key)` - py-key-value's `FileTreeStore`, encrypted with a
   key derived from the signing key: client registrations and upstream tokens survive a restart
-  (FastMCP's in-memory store forgets them, and every client must register and sign in again);
+  (FastMCP's in-memory store forgets them, and every client must register and sign in again); reads
+  come from a memory cache of the store, so one running server per storage folder;
 * `workbook_auth(...)` - the `AzureProvider`; `build_server(...)` - FastMCP with the middleware
   of `obokit.middleware` and the tools of `obokit.tools`.
 """
