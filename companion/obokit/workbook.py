@@ -112,8 +112,8 @@ class Prewarmed:
             self.kc.wait_for_ready(timeout=120)
         except RuntimeError:
             return  # nbclient reports the dead kernel when the notebook's turn comes
-        if code:  # a failure here only means no head start: the notebook runs the same
-            self.kc.execute(f"try:\n    exec({code!r})\nexcept Exception:\n    pass", silent=True, store_history=False)
+        if code:  # in a namespace of its own (the notebook sees no name of it); a failure only costs the head start
+            self.kc.execute(f"try:\n    exec({code!r}, {{}})\nexcept Exception:\n    pass", silent=True, store_history=False)
 
     def wait_until_up(self) -> None:
         """Until the kernel answers: its ports are bound, so the next kernel cannot pick the same ones."""
@@ -137,6 +137,8 @@ def run_notebook(
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    if prewarmed is not None:
+        prewarmed.wait_until_up()  # two clients waiting for the same booting kernel at once can hang
     client = NotebookClient(
         nb,
         timeout=timeout,
