@@ -13,8 +13,8 @@ notebooks yet) and 1 otherwise. Notebooks are never modified in place; use
 ``--save-dir`` to keep the executed copies. ``--state-dir`` points the kernels'
 ``OBOKIT_STATE_DIR`` at another emulator state folder (default: the environment's
 value, else the repository's ``.obokit/``), e.g. a fresh one for a reproducible run.
-The next notebook's kernel is started, and the heavy libraries imported in it, while the
-current notebook runs (``Prewarmed``); ``--no-prewarm`` starts each kernel only at its turn.
+The kernels of the next two notebooks are started, and the heavy libraries imported in them,
+while the current notebook runs (``Prewarmed``); ``--no-prewarm`` starts each kernel only at its turn.
 
 The run targets the embedded emulator: ``OBOKIT_TARGET=emulator`` is forced
 for the kernels (a ``.env`` loaded with python-dotenv does not override it).
@@ -86,6 +86,9 @@ import obokit.mcp_client, msal, httpx, jsonschema
 from msgraph.generated.models.user import User
 User().get_field_deserializers()
 """
+
+
+PREWARM_AHEAD = 2  # kernels warming up ahead of the running notebook
 
 
 class Prewarmed:
@@ -192,13 +195,15 @@ def run_all(
             env.update(emulator_env)
             print("emulator: started for this run")
         with _patched_environ(env):
-            upcoming = Prewarmed(notebooks[0], kernel, code="") if prewarm else None  # nothing to overlap yet
+            ready: list[Prewarmed] = [Prewarmed(notebooks[0], kernel, code="")] if prewarm else []  # nothing to overlap yet
             for index, path in enumerate(notebooks):
                 t0 = time.perf_counter()
-                current = upcoming
-                if current is not None:
-                    current.wait_until_up()
-                upcoming = Prewarmed(notebooks[index + 1], kernel) if prewarm and index + 1 < len(notebooks) else None
+                current = ready.pop(0) if ready else None
+                # Kernels for the next PREWARM_AHEAD notebooks, each started once the one before it answers
+                # (two kernels started at the same moment may pick the same ports).
+                while prewarm and len(ready) < PREWARM_AHEAD and index + 1 + len(ready) < len(notebooks):
+                    (ready[-1] if ready else current).wait_until_up()
+                    ready.append(Prewarmed(notebooks[index + 1 + len(ready)], kernel))
                 error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir, prewarmed=current)
                 seconds = time.perf_counter() - t0
                 if error is None:
@@ -210,8 +215,8 @@ def run_all(
                     print(_short_error(error), flush=True)
                     if fail_fast:
                         break
-            if upcoming is not None:
-                upcoming.shutdown()
+            for unused in ready:
+                unused.shutdown()
     total = time.perf_counter() - started
     skipped = len(notebooks) - passed - failed
     print(f"TOTAL  {len(notebooks)} notebooks  {total:.1f}s")
