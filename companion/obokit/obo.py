@@ -20,9 +20,9 @@ Example::
     except OboError as e:
         print(e.aadsts, e.description)   # AADSTS65001 The user or administrator has not consented ...
 
-The seam for a caching, request-coalescing exchange (a later issue) is `OboExchange`: an async
-callable `(assertion, scopes) -> token response`. `raw_exchange` and `msal_exchange` return one;
-a cache wraps any of them without the tools noticing.
+The seam for caching is `OboExchange`: an async callable `(assertion, scopes) -> token response`.
+`raw_exchange` and `msal_exchange` return one; `obokit.obo_cache.OboCache` wraps any of them (one
+exchange per assertion and scopes, concurrent first calls coalesced) without the tools noticing.
 """
 
 from __future__ import annotations
