@@ -92,6 +92,20 @@ def test_mfa_policy_applies_to_its_user_and_resource_only(emulator: Emulator, ap
     assert "access_token" in result, result.get("error_description")
 
 
+def test_emulator_reset_drops_mfa_policies(tmp_path: Path) -> None:
+    emu = Emulator(tmp_path / "state").start()
+    try:
+        assert emu.service is not None
+        policies, sign_in = emu.service.conditional_access, {"oid": user_id("bruno"), "amr": ["pwd"]}
+        policies.require_mfa(user_id("bruno"), GRAPH_APP_ID)
+        with pytest.raises(Exception, match="AADSTS50076"):
+            policies.check(sign_in, GRAPH_APP_ID)
+        emu.reset()
+        assert policies.check(sign_in, GRAPH_APP_ID) is None
+    finally:
+        emu.close()
+
+
 @pytest.mark.parametrize("flavour", ["sync", "aio"])
 async def test_mfa_policy_through_azure_identity(emulator: Emulator, api: Registration, bruno: str, flavour: str) -> None:
     assert emulator.service is not None
@@ -135,11 +149,15 @@ def test_code_redeemed_without_scope_is_28003(emulator: Emulator, api: Registrat
 def test_throttled_graph_call_is_429_with_retry_after(fresh_faults: Emulator) -> None:
     token = app_only_graph_token(fresh_faults)
     fresh_faults.faults.throttle("graph", count=1, retry_after=7)
-    response = httpx.get(f"{fresh_faults.graph_url}/users", headers={"Authorization": f"Bearer {token}"})
+    response = httpx.get(f"{fresh_faults.graph_url}/users",
+                         headers={"Authorization": f"Bearer {token}", "client-request-id": "trace-me"})
     assert response.status_code == 429 and response.headers["retry-after"] == "7"
     error = response.json()["error"]
     assert error["code"] == "TooManyRequests" and error["message"] == "Please retry again later."
     assert error["innerError"]["code"] == "429" and error["innerError"]["status"] == "429"
+    # Like every Graph error: the ids a support case asks for, and the caller's own id echoed.
+    assert error["innerError"]["request-id"] == response.headers["request-id"]
+    assert error["innerError"]["client-request-id"] == "trace-me" and error["innerError"]["date"]
     retried = httpx.get(f"{fresh_faults.graph_url}/users", headers={"Authorization": f"Bearer {token}"})
     assert retried.status_code == 200, "only the configured number of calls is throttled"
 

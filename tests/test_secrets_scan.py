@@ -30,6 +30,7 @@ from test_server_tools import RECEIPT, register_workbook_server, start
 from obokit.display import redact
 from obokit.emulator import Emulator, group_id
 from obokit.mcp_client import HeadlessOAuth
+from obokit.provisioning import forget_secrets
 from obokit.target import write_secret
 from tenant_setup import user_upn
 
@@ -169,6 +170,15 @@ def test_secrets_file_is_owner_only_even_if_it_existed(tmp_path: Path) -> None:
     write_secret(path, "MCP_SERVER_CLIENT_SECRET", "value-2")
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.read_text().splitlines() == ["OBOKIT_TARGET=emulator", "MCP_SERVER_CLIENT_SECRET=value-2"]
+
+
+def test_forgetting_secrets_leaves_the_env_file_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("OBOKIT_TARGET=emulator\nMCP_SERVER_CLIENT_SECRET=value-1\n")
+    path.chmod(0o644)
+    assert forget_secrets(path, ("MCP_SERVER_CLIENT_SECRET",)) == ["MCP_SERVER_CLIENT_SECRET"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text() == "OBOKIT_TARGET=emulator\n"
 
 
 @pytest.mark.skipif(not (shutil.which("git") and (ROOT / ".git").exists()), reason="needs the git checkout")

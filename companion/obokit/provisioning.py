@@ -232,6 +232,7 @@ def forget_secrets(path: Path, keys: tuple[str, ...] = SECRET_KEYS) -> list[str]
     kept = [line for line in lines if line.split("=", 1)[0] not in keys]
     removed = [line.split("=", 1)[0] for line in lines if line not in kept]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file; an existing 0644 one is tightened too
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(kept) + ("\n" if kept else ""))
     return removed

@@ -214,6 +214,7 @@ class Emulator:
             self.service.codes.clear()
             self.service.device_flows.clear()
             self.service.stats.clear()
+            self.service.conditional_access.clear()
         self.faults.clear()
 
     # -- control endpoints (for the standalone emulator) ---------------------------------

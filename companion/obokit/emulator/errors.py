@@ -82,16 +82,21 @@ class GraphError(Exception):
         self.headers = headers or {}
 
 
-def graph_error_response(exc: GraphError, request: Request) -> JSONResponse:
+def graph_error_body(status: int, code: str, message: str, client_request_id: str | None = None) -> tuple[dict[str, Any], str]:
+    """Graph's error body (`innerError` with date and request ids) and the new request id."""
     request_id = str(uuid.uuid4())
     inner: dict[str, Any] = {
         "date": _now().strftime("%Y-%m-%dT%H:%M:%S"),
         "request-id": request_id,
-        "client-request-id": request.headers.get("client-request-id", request_id),
+        "client-request-id": client_request_id or request_id,
     }
-    body: dict[str, Any] = {"error": {"code": exc.code, "message": exc.message, "innerError": inner}}
-    if exc.status == 429:
+    if status == 429:
         inner.update({"code": "429", "message": "Please retry after", "status": "429"})
+    return {"error": {"code": code, "message": message, "innerError": inner}}, request_id
+
+
+def graph_error_response(exc: GraphError, request: Request) -> JSONResponse:
+    body, request_id = graph_error_body(exc.status, exc.code, exc.message, request.headers.get("client-request-id"))
     headers = {"request-id": request_id, **exc.headers}
     return JSONResponse(body, status_code=exc.status, headers=headers)
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .errors import graph_error_body
+
 FAMILIES = ("identity", "graph")
 
 
@@ -59,12 +61,15 @@ def _identity_error(status: int) -> dict[str, Any]:
     }
 
 
-def _graph_error(status: int) -> dict[str, Any]:
+def _graph_error(status: int, scope: Scope) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+    """The same Graph error shape as the emulator's own errors (request ids, date)."""
+    client_request_id = dict(scope.get("headers") or []).get(b"client-request-id", b"").decode("latin-1") or None
     if status == 429:
-        return {"error": {"code": "TooManyRequests", "message": "Please retry again later.",
-                          "innerError": {"code": "429", "message": "Please retry after", "status": "429"}}}
-    return {"error": {"code": "serviceNotAvailable", "message": "The service is temporarily unavailable.",
-                      "innerError": {}}}
+        code, message = "TooManyRequests", "Please retry again later."
+    else:
+        code, message = "serviceNotAvailable", "The service is temporarily unavailable."
+    body, request_id = graph_error_body(status, code, message, client_request_id)
+    return body, [(b"request-id", request_id.encode())]
 
 
 class FaultMiddleware:
@@ -92,7 +97,11 @@ class FaultMiddleware:
         if status is None:
             await self.app(scope, receive, send)
             return
-        body = _graph_error(status) if self.family == "graph" else _identity_error(status)
+        if self.family == "graph":
+            body, extra = _graph_error(status, scope)
+            headers = [*headers, *extra]
+        else:
+            body = _identity_error(status)
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]})
