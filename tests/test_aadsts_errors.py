@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import jwt
@@ -37,8 +37,8 @@ def confidential(emu: Emulator, client_id: str, secret: str) -> msal.Confidentia
 @dataclass
 class Obo:
     client_id: str
-    secret: str
-    assertion: str
+    secret: str = field(repr=False)
+    assertion: str = field(repr=False)  # a user's token: never in a failure message
     scopes: list[str]
 
 
@@ -115,10 +115,11 @@ class Tenant:
     api: Registration  # the middle tier, with Graph consent
     other: Registration  # another API in the tenant
     no_sp: Registration  # registered, but no service principal
-    bruno: str  # bruno's token for `api`
-    bruno_for_other: str  # bruno's token for `other`
-    expired: str  # an expired token for `api`
-    app_only: str  # an app-only (client credentials) token for `api`
+    # tokens, left out of the repr that pytest prints on failure
+    bruno: str = field(repr=False)  # bruno's token for `api`
+    bruno_for_other: str = field(repr=False)  # bruno's token for `other`
+    expired: str = field(repr=False)  # an expired token for `api`
+    app_only: str = field(repr=False)  # an app-only (client credentials) token for `api`
 
 
 @pytest.fixture(scope="module")

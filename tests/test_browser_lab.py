@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -39,7 +39,7 @@ NOTEBOOK_JS = "window.jupyterapp.shell.currentWidget"
 @dataclass
 class Lab:
     url: str
-    token: str
+    token: str = field(repr=False)
 
 
 def _write_settings(config_dir: Path) -> None:
