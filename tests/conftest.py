@@ -1,4 +1,4 @@
-"""Shared fixtures: one emulator per test session, and a guard that blocks every non-loopback connection.
+"""Shared fixtures: one emulator per test session, the demo users signing in, and a loopback-only guard.
 
 The guard proves that nothing the real libraries do (instance discovery, metadata fetches)
 leaks to Microsoft's hosts: any such attempt fails the call and is recorded.
@@ -9,10 +9,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from tenant_setup import user_upn
 
 from obokit.emulator import Emulator
+
+if TYPE_CHECKING:
+    from obokit.mcp_client import HeadlessOAuth
 
 blocked_attempts: list[str] = []
 _real_connect = socket.socket.connect
@@ -58,11 +63,8 @@ def loopback_only() -> Iterator[list[str]]:
 @pytest.fixture(scope="session")
 def emulator(tmp_path_factory: pytest.TempPathFactory, loopback_only: list[str]) -> Iterator[Emulator]:
     """A running emulator with its own state folder, shared by the session."""
-    emu = Emulator(tmp_path_factory.mktemp("emulator-state")).start()
-    try:
+    with Emulator(tmp_path_factory.mktemp("emulator-state")).start() as emu:
         yield emu
-    finally:
-        emu.close()
 
 
 @pytest.fixture
@@ -71,6 +73,25 @@ def fresh_faults(emulator: Emulator) -> Iterator[Emulator]:
     emulator.faults.clear()
     yield emulator
     emulator.faults.clear()
+
+
+@pytest.fixture(scope="module")
+def bruno() -> HeadlessOAuth:
+    """Bruno (Task.Read and Task.Write on the workbook server), signing in headlessly; one per module."""
+    return _signing_in("bruno")
+
+
+@pytest.fixture(scope="module")
+def chen() -> HeadlessOAuth:
+    """Chen (Task.Read only), signing in headlessly; one per module."""
+    return _signing_in("chen")
+
+
+def _signing_in(name: str) -> HeadlessOAuth:
+    """fastmcp client auth that signs in as the demo user `name` headlessly (imported late: fastmcp is heavy)."""
+    from obokit.mcp_client import HeadlessOAuth
+
+    return HeadlessOAuth(account=user_upn(name))
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,10 +25,12 @@ GRAPH_SCOPES_FOR_TOOLS = "User.Read email offline_access openid profile GroupMem
 
 @dataclass
 class Registration:
+    """An app registration made for a test; its repr leaves out the secret (pytest prints it on failure)."""
+
     app_id: str
     object_id: str
     sp_id: str
-    secret: str
+    secret: str = field(repr=False)
     scope: str  # e.g. api://{app_id}/mcp-access
 
     @property
@@ -97,6 +100,11 @@ def consented_api(emu: Emulator, name: str, redirect_uri: str) -> Registration:
     registration = register_api(emu, name=name, redirect_uris=[redirect_uri])
     grant_graph_consent(emu, registration)
     return registration
+
+
+def obo_target(emu: Emulator) -> SimpleNamespace:
+    """What `obokit.obo` and `obokit.obo_cache` read of a Target: the tenant authority, and that it is the emulator."""
+    return SimpleNamespace(tenant_authority=emu.tenant_authority, is_emulator=True)
 
 
 def user_upn(name: str) -> str:

@@ -22,8 +22,8 @@ from fastmcp import Client
 from fastmcp.client.auth import OAuth
 from key_value.aio.stores.memory import MemoryStore
 from playwright.async_api import Page, async_playwright, expect
+from server_fixtures import serve_consented
 from tenant_setup import user_upn
-from test_server_tools import register_workbook_server, start
 
 from obokit.emulator import Emulator
 from obokit.server import RunningServer
@@ -34,10 +34,7 @@ pytestmark = [needs_chromium, pytest.mark.filterwarnings("ignore:Using in-memory
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """The workbook server (AzureProvider, roles, OBO tools) for a fresh registration with admin consent."""
-    registration = register_workbook_server(emulator, "browser sign-in test", consent=True)
-    running = start(emulator, tmp_path_factory.mktemp("browser-signin"), registration, "browser-signin")
-    yield running
-    running.stop()
+    yield from serve_consented(emulator, tmp_path_factory.mktemp("browser-signin"), "browser sign-in test", "browser-signin")
 
 
 class ChromiumLauncher:

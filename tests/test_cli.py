@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_fixtures import register_workbook_server
 from tenant_setup import Registration, register_api
-from test_server_tools import register_workbook_server
 
 from obokit.emulator import Emulator
 from obokit.provisioning import MCP_SERVER_APP, TASK_API_APP

@@ -38,8 +38,8 @@ import httpx
 import psutil
 import pytest
 from fastmcp import Client
+from server_fixtures import make_target, registrations
 from tenant_setup import admin_headers, grant_graph_consent, register_api, user_upn
-from test_server_tools import make_target
 
 from obokit.emulator import Emulator, user_id
 from obokit.emulator.seed import _group, _site, _user
@@ -95,16 +95,13 @@ def register_server(emu: Emulator, users: list[User]) -> Registrations:
             graph.post(f"/servicePrincipals/{reg.sp_id}/appRoleAssignedTo",
                        json={"principalId": user_id(user.key), "resourceId": reg.sp_id, "appRoleId": read}).raise_for_status()
     grant_graph_consent(emu, reg)
-    return Registrations(mcp_server_client_id=reg.app_id, mcp_server_client_secret=reg.secret)
+    return registrations(reg)
 
 
 @pytest.fixture
 def load_emulator(tmp_path: Path) -> Iterator[Emulator]:
-    emu = Emulator(tmp_path / "emulator").start()
-    try:
+    with Emulator(tmp_path / "emulator").start() as emu:
         yield emu
-    finally:
-        emu.close()
 
 
 @dataclass

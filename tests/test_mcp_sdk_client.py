@@ -21,8 +21,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from server_fixtures import FINANCE_SITE, register_workbook_server, serve
 from tenant_setup import Registration, user_upn
-from test_server_tools import FINANCE_SITE, register_workbook_server, start
 
 from obokit.emulator import Emulator, group_id
 from obokit.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
@@ -57,9 +57,7 @@ def registration(emulator: Emulator) -> Registration:
 
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, registration: Registration, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start(emulator, tmp_path_factory.mktemp("sdk-client"), registration, "sdk-client")
-    yield running
-    running.stop()
+    yield from serve(emulator, tmp_path_factory.mktemp("sdk-client"), registration, "sdk-client")
 
 
 async def call_tools(server: RunningServer, agent: HeadlessUserAgent, storage: TokenFile | None = None) -> dict:

@@ -15,11 +15,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from fastmcp import Client
-from tenant_setup import Registration, admin_headers, user_upn
-from test_server_tools import FINANCE_SITE, register_workbook_server, start
+from server_fixtures import FINANCE_SITE, register_workbook_server, serve
+from tenant_setup import Registration, user_upn
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.graph_core import GRAPH_AUDIENCES
@@ -36,21 +35,13 @@ CALLS_PER_USER = 3  # concurrent rounds of (whoami, finance check, engineering c
 
 @pytest.fixture(scope="module")
 def registration(emulator: Emulator) -> Registration:
-    reg = register_workbook_server(emulator, "no passthrough", consent=True)
     # adele gets Task.Read too, so that three users call the Graph-backed tools
-    with httpx.Client(base_url=emulator.graph_url, headers=admin_headers(emulator)) as graph:
-        roles = graph.get(f"/servicePrincipals/{reg.sp_id}").raise_for_status().json()["appRoles"]
-        read = next(r["id"] for r in roles if r["value"] == "Task.Read")
-        graph.post(f"/servicePrincipals/{reg.sp_id}/appRoleAssignedTo", json={
-            "principalId": user_id("adele"), "resourceId": reg.sp_id, "appRoleId": read}).raise_for_status()
-    return reg
+    return register_workbook_server(emulator, "no passthrough", consent=True, also_readers=["adele"])
 
 
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, registration: Registration, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start(emulator, tmp_path_factory.mktemp("no-passthrough"), registration, "no-passthrough")
-    yield running
-    running.stop()
+    yield from serve(emulator, tmp_path_factory.mktemp("no-passthrough"), registration, "no-passthrough")
 
 
 def graph_calls(emu: Emulator, since: int) -> list[SeenRequest]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import jwt
 import pytest
 from fastmcp import Client
-from tenant_setup import Registration, consented_api, grant_graph_consent, register_api, user_token, user_upn
-from test_server_tools import FINANCE_SITE, register_workbook_server, start
+from server_fixtures import FINANCE_SITE, serve_consented
+from tenant_setup import Registration, consented_api, grant_graph_consent, obo_target, register_api, user_token, user_upn
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.mcp_client import HeadlessOAuth
@@ -54,7 +53,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def target(emulator: Emulator) -> SimpleNamespace:
-    return SimpleNamespace(tenant_authority=emulator.tenant_authority, is_emulator=True)
+    return obo_target(emulator)
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +195,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_exchange(fresh_faul
 # -- the workbook server ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    registration = register_workbook_server(emulator, "obo cache server", consent=True)
-    running = start(emulator, tmp_path_factory.mktemp("obo-cache-server"), registration, "obo-cache")
-    yield running
-    running.stop()
+    yield from serve_consented(emulator, tmp_path_factory.mktemp("obo-cache-server"), "obo cache server", "obo-cache")
 
 
 async def test_server_tools_exchange_once_per_user_and_scope(emulator, server: RunningServer) -> None:

@@ -23,7 +23,7 @@ from obokit.obo import (
     raw_exchange,
     raw_obo_exchange,
 )
-from tenant_setup import consented_api, register_api, Registration, user_token, user_upn
+from tenant_setup import Registration, consented_api, obo_target, register_api, user_token, user_upn
 
 REDIRECT_URI = "http://localhost:8765/callback"
 USER_READ = ["https://graph.microsoft.com/User.Read"]
@@ -35,7 +35,7 @@ def claims(token: str) -> dict:
 
 @pytest.fixture(scope="module")
 def target(emulator: Emulator) -> SimpleNamespace:
-    return SimpleNamespace(tenant_authority=emulator.tenant_authority, is_emulator=True)
+    return obo_target(emulator)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import msal
 import pytest
 from fastmcp import Client
 from key_value.aio.stores.memory import MemoryStore
+from server_fixtures import make_target, register_workbook_server, registrations
 from tenant_setup import admin_headers, register_api, run_async, user_upn
-from test_server_tools import make_target, register_workbook_server
 
 from obokit.emulator import Emulator, group_id
 from obokit.headless import HeadlessBrowser
@@ -116,8 +115,7 @@ class RequestLog:
 
 @pytest.fixture(scope="module")
 def registration(emulator: Emulator) -> Registrations:
-    reg = register_workbook_server(emulator, "restart test server", consent=True)
-    return Registrations(mcp_server_client_id=reg.app_id, mcp_server_client_secret=reg.secret)
+    return registrations(register_workbook_server(emulator, "restart test server", consent=True))
 
 
 def serve_workbook(emu: Emulator, folder: Path, registration: Registrations, log: RequestLog, *, port: int = 0,

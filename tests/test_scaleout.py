@@ -18,12 +18,11 @@ import pytest
 from cryptography.fernet import Fernet
 from fastmcp import Client
 from fastmcp.server.auth.jwt_issuer import derive_jwt_key
+from server_fixtures import FINANCE_SITE, make_target, register_workbook_server, registrations
 from tenant_setup import user_upn
-from test_server_tools import FINANCE_SITE, make_target, register_workbook_server
 
 from obokit.emulator import Emulator
 from obokit.mcp_client import HeadlessOAuth
-from obokit.provisioning import Registrations
 from obokit.redis_server import RedisNotInstalled, RedisServer, redis_server_binary, start_redis
 from obokit.scaleout import STORAGE_SALT, ScaleOut, start_scale_out
 from obokit.server import signing_key
@@ -48,8 +47,7 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def cluster(emulator: Emulator, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleOut]:
     folder = tmp_path_factory.mktemp("scale-out")
-    reg = register_workbook_server(emulator, "scale-out test", consent=True)
-    registration = Registrations(mcp_server_client_id=reg.app_id, mcp_server_client_secret=reg.secret)
+    registration = registrations(register_workbook_server(emulator, "scale-out test", consent=True))
     running = start_scale_out(make_target(emulator, folder), redis.url, replicas=2, registration=registration,
                               storage_dir=folder / "servers")
     yield running

@@ -25,7 +25,7 @@ import jwt
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
-from test_server_tools import RECEIPT, register_workbook_server, start
+from server_fixtures import RECEIPT, register_workbook_server, start
 
 from obokit.display import redact
 from obokit.emulator import Emulator, group_id

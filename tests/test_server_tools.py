@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,51 +15,14 @@ import httpx
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
-from tenant_setup import Registration, admin_headers, grant_graph_consent, register_api, user_upn
+from server_fixtures import FINANCE_SITE, RECEIPT, make_target, register_workbook_server, serve, start
+from tenant_setup import Registration, user_upn
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.ids import SHAREPOINT_HOST
 from obokit.expenses import ExpenseBook, InvalidExpense, parse_amount
 from obokit.mcp_client import HeadlessOAuth
-from obokit.provisioning import Registrations
-from obokit.server import SIGNING_KEY_NAME, RunningServer, signing_key, start_workbook_server
-from obokit.target import DemoDirectory, Target
-
-FINANCE_SITE = f"{SHAREPOINT_HOST}:/sites/finance"
-ENGINEERING_SITE = f"{SHAREPOINT_HOST}:/sites/engineering"
-RECEIPT = {"date": "2026-11-02", "amount": 42.5, "category": "travel", "description": "Train to Lyon"}
-
-
-def make_target(emu: Emulator, folder: Path) -> Target:
-    return Target(
-        kind="emulator", tenant_id=emu.tenant_id, authority=emu.authority, graph_url=emu.graph_url,
-        demo=DemoDirectory(admin=user_upn("adele"), analyst=user_upn("bruno"), engineer=user_upn("chen"),
-                           finance_group_id=group_id("finance"), finance_site=FINANCE_SITE,
-                           engineering_site=ENGINEERING_SITE),
-        secrets_file=folder / "workbook.env", emulator=emu,
-    )
-
-
-def register_workbook_server(emu: Emulator, name: str, *, consent: bool) -> Registration:
-    """The registration of 01 in miniature: mcp-access, v2 tokens, two app roles assigned as in the workbook."""
-    role_ids = {"Task.Read": str(uuid.uuid4()), "Task.Write": str(uuid.uuid4())}
-    roles = [{"id": rid, "value": value, "displayName": value, "description": value,
-              "allowedMemberTypes": ["User"], "isEnabled": True} for value, rid in role_ids.items()]
-    reg = register_api(emu, name=name, redirect_uris=["http://localhost:8000/auth/callback"], app_roles=roles)
-    assign = f"{emu.graph_url}/servicePrincipals/{reg.sp_id}/appRoleAssignedTo"
-    headers = admin_headers(emu)
-    for person, role in (("bruno", "Task.Read"), ("bruno", "Task.Write"), ("chen", "Task.Read")):
-        body = {"principalId": user_id(person), "resourceId": reg.sp_id, "appRoleId": role_ids[role]}
-        httpx.post(assign, headers=headers, json=body).raise_for_status()
-    if consent:
-        grant_graph_consent(emu, reg)
-    return reg
-
-
-def start(emu: Emulator, folder: Path, reg: Registration, name: str, port: int = 0) -> RunningServer:
-    registration = Registrations(mcp_server_client_id=reg.app_id, mcp_server_client_secret=reg.secret)
-    return start_workbook_server(make_target(emu, folder), name=name, port=port, storage_dir=folder / name,
-                                 registration=registration)
+from obokit.server import SIGNING_KEY_NAME, RunningServer, signing_key
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +37,7 @@ def registration(emulator: Emulator) -> Registration:
 
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, folder: Path, registration: Registration) -> Iterator[RunningServer]:
-    running = start(emulator, folder, registration, "tools")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def bruno() -> HeadlessOAuth:
-    return HeadlessOAuth(account=user_upn("bruno"))
-
-
-@pytest.fixture(scope="module")
-def chen() -> HeadlessOAuth:
-    return HeadlessOAuth(account=user_upn("chen"))
+    yield from serve(emulator, folder, registration, "tools")
 
 
 async def refusal(server: RunningServer, auth: HeadlessOAuth, tool: str, arguments: dict) -> str:

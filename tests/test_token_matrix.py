@@ -30,8 +30,8 @@ import msal
 import pytest
 from fastmcp.server.auth.providers.jwt import JWTVerifier
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from server_fixtures import register_workbook_server, start
 from tenant_setup import Registration, register_api, run_async, user_token, user_upn
-from test_server_tools import register_workbook_server, start
 
 from obokit.emulator import Emulator
 from obokit.sdk_client import TokenFile, connect, sdk_oauth
@@ -76,8 +76,8 @@ FASTMCP_GAPS = {case for case, reason in CASES.items() if reason}
 class Matrix:
     server: RunningServer
     registration: Registration
-    valid: str
-    hostile: dict[str, str]
+    valid: str = dataclasses.field(repr=False)  # tokens: never in the repr pytest prints on failure
+    hostile: dict[str, str] = dataclasses.field(repr=False)
     client_id: str  # one dynamically registered client for every proxied token
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import jwt
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
-from test_server_tools import RECEIPT, register_workbook_server, start
+from server_fixtures import RECEIPT, serve_consented
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.ids import SHAREPOINT_HOST
@@ -69,15 +68,7 @@ BAD_INPUT = {
 
 @pytest.fixture(scope="module")
 def server(emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    registration = register_workbook_server(emulator, "tool input test", consent=True)
-    running = start(emulator, tmp_path_factory.mktemp("tool-input"), registration, "tool-input")
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def bruno() -> HeadlessOAuth:
-    return HeadlessOAuth(account=user_upn("bruno"))
+    yield from serve_consented(emulator, tmp_path_factory.mktemp("tool-input"), "tool input test", "tool-input")
 
 
 async def test_bad_input_is_refused_with_a_clear_message(server: RunningServer, bruno: HeadlessOAuth) -> None:
