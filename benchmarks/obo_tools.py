@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import platform
@@ -147,10 +148,10 @@ class EmulatorProcess:
 class ServerProcess:
     """The workbook MCP server with implementation `key`, served by this script (`--serve`) in a child."""
 
-    def __init__(self, key: str, emu: EmulatorProcess, reg: Registrations, folder: Path) -> None:
+    def __init__(self, key: str, emu: EmulatorProcess, reg: Registrations, folder: Path, profile: str | None = None) -> None:
         env = {**os.environ, "BENCH_AUTHORITY": emu.authority, "BENCH_GRAPH_URL": emu.graph_url,
                "BENCH_CLIENT_ID": reg.mcp_server_client_id, "BENCH_CLIENT_SECRET": reg.mcp_server_client_secret,
-               "BENCH_FOLDER": str(folder / key), "SSL_CERT_FILE": emu.ca_bundle, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
+               "BENCH_FOLDER": str(folder / key), "BENCH_PROFILE": profile or "", "SSL_CERT_FILE": emu.ca_bundle, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", key], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
@@ -162,10 +163,13 @@ class ServerProcess:
 
     def in_tool_times(self) -> list[float]:
         """Seconds each tool call spent in `GraphApi.get` (OBO + Graph) since the last ask, measured in the server."""
+        return [float(t) for t in self.ask("times")]
+
+    def ask(self, command: str) -> Any:
         assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write("times\n")
+        self.proc.stdin.write(f"{command}\n")
         self.proc.stdin.flush()
-        return [float(t) for t in json.loads(self.proc.stdout.readline())]
+        return json.loads(self.proc.stdout.readline())
 
     def stop(self) -> None:
         if self.proc.stdin:
@@ -195,12 +199,27 @@ def serve_child(key: str) -> int:
     t0 = time.perf_counter()
     server = start_workbook_server(target, name=f"bench-{key}", storage_dir=folder, registration=reg,
                                    obo=factory(target, reg) if factory else None)
+    profile = os.environ.get("BENCH_PROFILE")
+    profiler = cProfile.Profile() if profile else None
+    loop = server.handle.loop
     print(f"READY {server.mcp_url} {time.perf_counter() - t0:.3f}", flush=True)
-    for _ in sys.stdin:  # each line asks for the in-tool times since the last one
+    for line in sys.stdin:  # "times": the in-tool times since the last ask; "profile on|off"
+        if line.startswith("profile") and profiler is not None and loop is not None:
+            # cProfile follows one thread: switch it on and off on the server's loop thread.
+            switch = profiler.enable if line.split()[1] == "on" else profiler.disable
+            asyncio.run_coroutine_threadsafe(_call(switch), loop).result(5)
+            print("[]", flush=True)
+            continue
         print(json.dumps(inside[:]), flush=True)
         inside.clear()
     server.stop()
+    if profiler is not None:
+        profiler.dump_stats(f"{profile}.{key}")
     return 0
+
+
+async def _call(function: Callable[[], Any]) -> None:
+    function()
 
 
 def in_tool_p50(result: LoadResult) -> float:
@@ -213,7 +232,7 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
     """Start this implementation's server, sign the users in, drive every concurrency level."""
     label = IMPLEMENTATIONS[key][0]
     emu.faults(clear=True)  # sign-in without the injected latency: it is not what is measured
-    server = ServerProcess(key, emu, reg, folder)
+    server = ServerProcess(key, emu, reg, folder, profile=args.profile)
     rows = []
     try:
         tokens = [await bearer_token(server.mcp_url, HeadlessOAuth(account=f"{name}@{TENANT_DOMAIN}")) for name in USERS]
@@ -226,6 +245,8 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
         processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
                      "emulator": psutil.Process(emu.proc.pid)}
         server.in_tool_times()  # forget the warm-up
+        if args.profile:
+            server.ask("profile on")
         for level in args.concurrency:
             before, cpu = obo_exchanges(emu), {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             result = await drive(clients, TOOL, arguments, concurrency=level, duration=args.duration)
@@ -238,6 +259,8 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
                   f"exchanges {sum(new.values()):4d}  "
                   f"CPU ms/call " + " ".join(f"{n} {v:.1f}" for n, v in per_call.items())
                   + (f"  errors {result.errors}" if result.errors else ""), flush=True)
+        if args.profile:
+            server.ask("profile off")
         for client in clients:
             await client.__aexit__(None, None, None)
     finally:
@@ -311,6 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated caller counts (default 1,10,50)")
     parser.add_argument("--implementations", default="abc", help="which of a, b, c to run (default abc)")
     parser.add_argument("--state-dir", default=None, help="emulator state folder to reuse (default: a fresh one)")
+    parser.add_argument("--profile", metavar="PATH", default=None,
+                        help="cProfile the server's event-loop thread during the measured calls; stats in PATH.<a|b|c>")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)  # internal: the server child
     return parser.parse_args(argv)

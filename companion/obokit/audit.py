@@ -1,21 +1,32 @@
 """Who called which tool, which downstream API the tool called for them, and how it ended.
 
 The `AuditTrail` middleware (`obokit.middleware`) writes one `AuditEntry` per tool call into an
-`AuditLog`: in memory for the notebook, and appended to a JSON Lines file when one is given.
-An entry names people by `oid` and user principal name and APIs by method and path; it never
-holds a token, a secret or a tool's arguments.
+`AuditLog`: the last `keep` entries in memory for the notebook, and every entry appended to a JSON
+Lines file when one is given. The file is written by a thread of the log's own, never on the
+server's event loop: `AuditTrail` awaits `AuditLog.arecord`, which returns once the entry is in the
+file (entries that arrive together are written in one append), and `close`/`aclose` (the server's
+lifespan end) write whatever is still pending. An entry names people by `oid` and user principal
+name and APIs by method and path; it never holds a token, a secret or a tool's arguments.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime as dt
 import html
 import json
+import logging
 import os
 import threading
+import weakref
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+WRITER_IDLE_S = 2.0  # the writer thread ends after this long without entries (no thread outlives its server for long)
 
 
 @dataclass(frozen=True)
@@ -29,14 +40,33 @@ class AuditEntry:
 
 
 class AuditLog:
-    """An append-only list of `AuditEntry`, optionally mirrored to a JSON Lines file."""
+    """The last `keep` `AuditEntry` in memory; all of them appended to the JSON Lines file `path`, off the loop."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, keep: int = 10_000) -> None:
         self.path = path
-        self._entries: list[AuditEntry] = []
-        self._lock = threading.Lock()
+        self._entries: deque[AuditEntry] = deque(maxlen=keep)
+        self._lock = threading.Condition()
+        self._pending: list[tuple[str, asyncio.Future[None] | None]] = []  # lines not yet in the file
+        self._writing = False
+        self._writer: threading.Thread | None = None
+        self.writer_thread_id: int | None = None  # the thread that last appended to the file
+        _open_logs.add(self)
 
     def record(self, *, oid: str, upn: str, tool: str, outcome: str, downstream: list[str] | tuple[str, ...] = ()) -> AuditEntry:
+        """Keep the entry and queue it for the file; returns at once (the writer thread appends it)."""
+        return self._record(None, oid=oid, upn=upn, tool=tool, outcome=outcome, downstream=downstream)
+
+    async def arecord(self, *, oid: str, upn: str, tool: str, outcome: str,
+                      downstream: list[str] | tuple[str, ...] = ()) -> AuditEntry:
+        """`record`, then wait (without blocking the loop) until the entry is in the file."""
+        written = asyncio.get_running_loop().create_future() if self.path is not None else None
+        entry = self._record(written, oid=oid, upn=upn, tool=tool, outcome=outcome, downstream=downstream)
+        if written is not None:
+            await written
+        return entry
+
+    def _record(self, written: asyncio.Future[None] | None, *, oid: str, upn: str, tool: str, outcome: str,
+                downstream: list[str] | tuple[str, ...]) -> AuditEntry:
         entry = AuditEntry(
             timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
             oid=oid, upn=upn, tool=tool, outcome=outcome, downstream=tuple(downstream),
@@ -44,11 +74,56 @@ class AuditLog:
         with self._lock:
             self._entries.append(entry)
             if self.path is not None:
+                self._pending.append((json.dumps(asdict(entry)) + "\n", written))
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_loop, name="obokit-audit", daemon=True)
+                    self._writer.start()
+                self._lock.notify_all()
+        return entry
+
+    def _write_loop(self) -> None:
+        """The writer thread: append every pending line in one write, then wake whoever waits for them."""
+        while True:
+            with self._lock:
+                if not self._pending and self._writer is threading.current_thread():
+                    self._lock.wait_for(lambda: self._pending or self._writer is not threading.current_thread(),
+                                        timeout=WRITER_IDLE_S)
+                if not self._pending:  # closed, or idle for a while: a later `record` starts a new writer
+                    if self._writer is threading.current_thread():
+                        self._writer = None
+                    return
+                batch, self._pending, self._writing = self._pending, [], True
+            try:
+                assert self.path is not None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 with os.fdopen(fd, "a") as handle:
-                    handle.write(json.dumps(asdict(entry)) + "\n")
-        return entry
+                    handle.write("".join(line for line, _ in batch))
+                self.writer_thread_id = threading.get_ident()
+            except OSError:
+                log.exception("could not append %d entries to the audit file %s", len(batch), self.path)
+            finally:
+                with self._lock:
+                    self._writing = False
+                    self._lock.notify_all()
+                _wake([waiter for _, waiter in batch if waiter is not None])
+
+    def flush(self, timeout: float | None = 10) -> bool:
+        """Wait until every recorded entry is in the file (False if `timeout` passed first)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending and not self._writing, timeout)
+
+    def close(self, timeout: float | None = 10) -> None:
+        """Write what is pending and stop the writer thread (a later `record` starts a new one)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            self._lock.notify_all()
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)
+
+    async def aclose(self) -> None:
+        """`close` from async code (the server's lifespan), off the event loop."""
+        await asyncio.to_thread(self.close)
 
     @property
     def entries(self) -> list[AuditEntry]:
@@ -69,6 +144,34 @@ class AuditLog:
     def table(self, columns: tuple[str, ...] = ("upn", "tool", "downstream", "outcome")) -> "AuditTable":
         """The entries as a table for a notebook (HTML, with a plain-text fallback)."""
         return AuditTable(self.entries, columns)
+
+
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    """Resolve futures of (possibly several) event loops from the writer thread, one hop per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        by_loop.setdefault(waiter.get_loop(), []).append(waiter)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futures)
+        except RuntimeError:  # that loop is closed: nobody waits any more
+            pass
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+_open_logs: "weakref.WeakSet[AuditLog]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, write the entries of logs nobody closed (the writer threads are daemons)."""
+    for audit_log in list(_open_logs):
+        audit_log.close(timeout=5)
 
 
 class AuditTable:

@@ -15,10 +15,11 @@ Order matters: FastMCP runs the first middleware of the list outermost, so
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
@@ -86,16 +87,48 @@ class RoleRequired(ToolError):
 
 
 class AppRoleGate(Middleware):
-    """Tier 1: tools tagged with one of `roles` are listed and callable only with that app role."""
+    """Tier 1: tools tagged with one of `roles` are listed and callable only with that app role.
+
+    The tools' tags are read once from the server's registered tools and kept until the tools change
+    (one lookup per call instead of FastMCP's `get_tool`). `input_schemas(mcp)` gives the MCP SDK the
+    input schema of a tool the caller may see, so a `tools/call` does not list every tool first.
+    """
 
     def __init__(self, roles: Iterable[str] = ("Task.Read", "Task.Write")) -> None:
         self.roles = frozenset(roles)
+        self._tools: dict[str, Tool] = {}  # name -> registered tool, for the registry `_seen` describes
+        self._seen: tuple[int, ...] | None = None
 
     def required_roles(self, tool: Tool) -> set[str]:
         return set(tool.tags) & self.roles
 
     def allows(self, tool: Tool, caller_roles: Iterable[str]) -> bool:
         return self.required_roles(tool) <= set(caller_roles)
+
+    def registered(self, server: FastMCP) -> dict[str, Tool]:
+        """The server's own (local) tools by name, rebuilt whenever a tool is added, replaced or removed."""
+        components = getattr(server.local_provider, "_components", None)
+        if components is None:  # another FastMCP: no cache, every call asks `get_tool`
+            return {}
+        seen = tuple(map(id, components.values()))
+        if seen != self._seen:
+            tools = [c for c in components.values() if isinstance(c, Tool)]
+            names = [tool.name for tool in tools]
+            # A name with several versions is left to FastMCP's own resolution.
+            self._tools = {tool.name: tool for tool in tools if names.count(tool.name) == 1}
+            self._seen = seen
+        return self._tools
+
+    def input_schemas(self, server: FastMCP) -> Callable[[str], Mapping[str, Any] | None]:
+        """`name -> input schema` of the server's tools the current caller may see, for the MCP SDK's
+        `get_tool_input_schema` (Mcp-Param header checks); None lets the SDK skip the check, as its
+        own listing does for a tool this caller is not shown."""
+
+        def lookup(name: str) -> Mapping[str, Any] | None:
+            tool = self.registered(server).get(name)
+            return tool.parameters if tool is not None and self.allows(tool, _token_roles()) else None
+
+        return lookup
 
     async def on_list_tools(self, context: MiddlewareContext, call_next: CallNext) -> Sequence[Tool]:
         tools = await call_next(context)
@@ -104,12 +137,27 @@ class AppRoleGate(Middleware):
 
     async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
         name = context.message.name
-        tool = await context.fastmcp_context.fastmcp.get_tool(name) if context.fastmcp_context else None
+        server = context.fastmcp_context.fastmcp if context.fastmcp_context else None
+        tool = self.registered(server).get(name) if server is not None else None
+        if tool is None and server is not None:
+            tool = await server.get_tool(name)  # a mounted or versioned tool
         if tool is not None:
             missing = sorted(self.required_roles(tool) - set(_token_roles()))
             if missing:
                 raise RoleRequired(name, missing)
         return await call_next(context)
+
+
+def schemas_from_gate(mcp: FastMCP) -> None:
+    """Have the MCP SDK take a called tool's input schema from `mcp`'s `AppRoleGate` (if it has one).
+
+    Before dispatching a `tools/call`, the SDK checks the request's Mcp-Param headers against the tool's
+    input schema; without a lookup it finds the schema by running a whole `tools/list` through
+    FastMCP and its middleware, on every call.
+    """
+    gate = next((m for m in mcp.middleware if isinstance(m, AppRoleGate)), None)
+    if gate is not None:
+        mcp._mcp_server.get_tool_input_schema = gate.input_schemas(mcp)
 
 
 def _token_roles() -> tuple[str, ...]:
@@ -140,7 +188,8 @@ class AuditTrail(Middleware):
             outcome = f"error: {type(error).__name__}"
             raise
         finally:
-            self.log.record(
+            # Written by the log's own thread; the answer goes out once the entry is in the file.
+            await self.log.arecord(
                 oid=caller.oid if caller else "", upn=caller.upn if caller else "(anonymous)",
                 tool=context.message.name, outcome=outcome, downstream=caller.downstream if caller else (),
             )

@@ -33,7 +33,7 @@ from fastmcp.server.dependencies import get_access_token, get_server
 from pydantic import Field
 
 from .expenses import CATEGORIES, ExpenseBook, InvalidExpense, shown
-from .middleware import current_caller, refusal
+from .middleware import current_caller, refusal, schemas_from_gate
 from .obo import OboError
 from .obo_cache import OboCache
 
@@ -233,4 +233,5 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
         except InvalidExpense as error:
             raise refusal(str(error)) from None
 
+    schemas_from_gate(mcp)  # a tools/call no longer lists every tool to find the called one's schema
     return mcp
