@@ -7,7 +7,9 @@ emulator state folder, found by glob (the clean-up notebook is the one named `*c
 2. the same notebooks again on the same state, *without* cleaning up in between, and a second
    count: still one application, service principal, grant and role assignment of each kind, one
    live secret per confidential app (rotated: a new key id, never a second secret), the same object
-   ids (found and updated, not deleted and re-created), no collection grown by a single object;
+   ids (found and updated, not deleted and re-created), no collection grown by a single object,
+   and no MCP client registered again with a server's OAuth proxy (the notebooks' clients keep their
+   registration per server URL and account, and the servers come back at their URL);
 3. the clean-up, twice: it removes exactly what the workbook created (the directory is back to
    the seeded tenant), and a second run finds nothing to remove.
 """
@@ -156,9 +158,10 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
     assert twice["_ids"] == once["_ids"], "a second run re-created objects instead of finding them"
     assert len(twice["_secret key ids"]) == 2 and not set(twice["_secret key ids"]) & set(once["_secret key ids"]), \
         "each run rotates the secrets: new key ids replace the old ones"
-    # Reported, not asserted: every notebook run signs in with throw-away MCP clients (in-memory
-    # token storage), and each registers once more with the server's OAuth proxy.
-    print(f"\nDCR clients in the servers' proxy stores after one run: {clients_once}, after two: {proxy_clients(state_dir)}")
+    clients_twice = proxy_clients(state_dir)
+    print(f"\nDCR clients in the servers' proxy stores after one run: {clients_once}, after two: {clients_twice}")
+    assert clients_once and all(clients_once.values()), "the notebooks' clients registered with the workbook servers"
+    assert clients_twice == clients_once, "a second run registered MCP clients with the OAuth proxies again"
     stored = Counter(line.split("=", 1)[0] for line in (state_dir / "workbook.env").read_text().splitlines() if "=" in line)
     assert {key: stored[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, 1), "one line per key in the secrets file"
 

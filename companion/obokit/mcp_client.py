@@ -6,11 +6,18 @@ dynamic client registration, PKCE, token storage and refresh) and replaces only 
 steps: `obokit.headless.HeadlessBrowser` walks the same pages a person would (FastMCP's
 consent screen, the sign-in page's account picker, FastMCP's `/auth/callback`) and hands the
 final redirect back, so no port is listened on and no browser is needed.
+
+`oauth_for` gives the notebooks' clients what a desktop MCP client has: their dynamic client
+registration is kept on disk per (server URL, account) in `client_registrations(...)`, so running a
+notebook again signs in with the registration of the last run instead of registering once more
+with the server's OAuth proxy. Tokens stay in the kernel's memory: on the emulator the issuer (its
+port) changes with every kernel, so tokens of an earlier kernel would only be refused.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -19,13 +26,18 @@ from fastmcp.client.auth import OAuth
 from fastmcp.client.auth.oauth import ClientNotFoundError
 from key_value.aio.protocols import AsyncKeyValue
 from key_value.aio.stores.memory import MemoryStore
+from key_value.aio.wrappers.prefix_collections import PrefixCollectionsWrapper
+from key_value.aio.wrappers.routing import RoutingWrapper
 from mcp.shared.auth import AuthorizationCodeResult
 
+from obokit import settings
 from obokit.headless import HeadlessBrowser, SignInError
 
-__all__ = ["HeadlessOAuth", "oauth_for"]
+__all__ = ["CLIENT_STORAGE_KEY_NAME", "HeadlessOAuth", "client_registrations", "oauth_for"]
 
 _IN_MEMORY_WARNING = "Using in-memory token storage"
+CLIENT_STORAGE_KEY_NAME = "MCP_CLIENT_STORAGE_KEY"  # in the target's secrets file, like the proxy's signing key
+_CLIENT_INFO = "mcp-oauth-client-info"  # the collection FastMCP's OAuth keeps its registration in
 
 
 class HeadlessOAuth(OAuth):
@@ -114,12 +126,30 @@ class HeadlessOAuth(OAuth):
         return result
 
 
+def client_registrations(target: Any, account: str, *, storage_dir: Path | None = None) -> AsyncKeyValue:
+    """Token storage for FastMCP's `OAuth`: the registration on disk per (server URL, `account`), tokens in memory.
+
+    The registrations live in `<state dir>/mcp-clients`, owner-only and encrypted with a key of the
+    target's secrets file (`MCP_CLIENT_STORAGE_KEY`), in `obokit.server.persistent_client_store`.
+    FastMCP keys what it stores by the server URL; each account gets collections of its own.
+    """
+    from obokit.server import persistent_client_store, stored_key  # heavy; imported when needed
+
+    folder = Path(storage_dir) if storage_dir is not None else settings.state_dir()
+    on_disk = PrefixCollectionsWrapper(
+        persistent_client_store(folder, stored_key(target, CLIENT_STORAGE_KEY_NAME), folder="mcp-clients"), prefix=account)
+    return RoutingWrapper(routing_function=lambda collection: on_disk if collection == _CLIENT_INFO else None,
+                          default_store=MemoryStore())
+
+
 def oauth_for(target: Any, *, account: str, **kwargs: Any) -> OAuth:
-    """The MCP client's OAuth for `target` (an `obokit.target.Target`).
+    """The MCP client's OAuth for `target` (an `obokit.target.Target`), registered once per server URL and account.
 
     Emulator: `HeadlessOAuth` signs in as the demo `account`. Tenant: FastMCP's own `OAuth`,
     which opens your browser (sign in as that account there) and catches the redirect locally.
+    Unless `token_storage` is given, the registration is kept on disk (`client_registrations`).
     """
+    kwargs.setdefault("token_storage", client_registrations(target, account))
     if target.is_emulator:
         return HeadlessOAuth(account=account, **kwargs)
     return OAuth(**kwargs)

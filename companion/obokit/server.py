@@ -99,18 +99,27 @@ class ServerRegistration(Protocol):
 
 def signing_key(target: Target) -> str:
     """The proxy's JWT signing key from the secrets file; created (owner-only) on first use."""
+    return stored_key(target, SIGNING_KEY_NAME)
+
+
+def stored_key(target: Target, name: str) -> str:
+    """A random key kept in the target's secrets file under `name`; created (owner-only) on first use."""
     values = dotenv_values(target.secrets_file) if target.secrets_file.exists() else {}
-    key = values.get(SIGNING_KEY_NAME)
+    key = values.get(name)
     if not key:
         key = secrets.token_urlsafe(32)
-        write_secret(target.secrets_file, SIGNING_KEY_NAME, key)
+        write_secret(target.secrets_file, name, key)
     return key
 
 
-def persistent_client_store(storage_dir: Path, key: str) -> AsyncKeyValue:
-    """A file-backed, encrypted key-value store for the OAuth proxy (registrations, tokens), read through a memory cache."""
-    directory = Path(storage_dir) / "oauth-proxy"
-    directory.mkdir(parents=True, exist_ok=True)
+def persistent_client_store(storage_dir: Path, key: str, *, folder: str = "oauth-proxy") -> AsyncKeyValue:
+    """A file-backed, encrypted key-value store for the OAuth proxy (registrations, tokens), read through a memory cache.
+
+    `storage_dir / folder` is created owner-only (0700); obokit.mcp_client keeps its clients' registrations the same way.
+    """
+    directory = Path(storage_dir) / folder
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     files = FileTreeStore(
         data_directory=directory,
         key_sanitization_strategy=FileTreeV1KeySanitizationStrategy(directory),
@@ -126,6 +135,28 @@ def persistent_client_store(storage_dir: Path, key: str) -> AsyncKeyValue:
 
 def default_storage_dir(name: str = "workbook") -> Path:
     return settings.state_dir() / "mcp-servers" / name
+
+
+def server_socket(name: str, port: int | None = None) -> Any:
+    """A loopback listening socket for the server `name`: on `port`, or (None) on the port it had last time.
+
+    An explicit `port` is used as is (0: any free port). A server's URL is what its clients know it
+    by (they keep their registration per server URL), so a server started again comes back at the
+    same address when that port is still free; otherwise, or on the first start, the OS picks a free
+    port, remembered in the state folder (`mcp-servers/<name>.port`).
+    """
+    if port is not None:
+        return bind_loopback("127.0.0.1", port)
+    memory = settings.state_dir() / "mcp-servers" / f"{name}.port"
+    if memory.exists():
+        try:
+            return bind_loopback("127.0.0.1", int(memory.read_text()))
+        except (OSError, ValueError):
+            pass  # taken by something else meanwhile: a new address, clients register there once
+    sock = bind_loopback("127.0.0.1", 0)
+    memory.parent.mkdir(parents=True, exist_ok=True)
+    memory.write_text(str(sock.getsockname()[1]))
+    return sock
 
 
 def workbook_auth(target: Target, registration: ServerRegistration, *, base_url: str, storage_dir: Path,
@@ -236,7 +267,7 @@ def start_workbook_server(
     target: Target,
     *,
     name: str = "workbook",
-    port: int = 0,
+    port: int | None = None,
     storage_dir: Path | None = None,
     expenses: ExpenseBook | None = None,
     registration: ServerRegistration | None = None,
@@ -245,6 +276,7 @@ def start_workbook_server(
     """Build the workbook server and serve it in the background; re-using `name` replaces it.
 
     The registration comes from `obokit.provisioning.registrations(target)` (01-app-registration).
+    `port=None` comes back on the port the server `name` had last time, if free (`server_socket`);
     `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`: see `build_server`.
     """
     if registration is None:
@@ -252,7 +284,7 @@ def start_workbook_server(
 
         registration = registrations(target)
     storage_dir = Path(storage_dir) if storage_dir is not None else default_storage_dir(name)
-    sock = bind_loopback("127.0.0.1", port)
+    sock = server_socket(name, port)
     # "localhost": the redirect URI registered in Entra is http://localhost:8000/auth/callback, and
     # Entra (like the emulator) accepts any port for an http loopback redirect URI.
     base_url = f"http://localhost:{sock.getsockname()[1]}"
@@ -299,5 +331,5 @@ def captured_logs(*names: str, level: int = logging.INFO) -> Iterator[list[str]]
 
 __all__ = [
     "APP_ROLES", "CLIENT_REDIRECT_URIS", "REQUIRED_SCOPES", "SIGNING_KEY_NAME", "RunningServer", "build_server", "captured_logs",
-    "default_storage_dir", "persistent_client_store", "serve", "signing_key", "start_workbook_server", "workbook_auth",
+    "default_storage_dir", "persistent_client_store", "serve", "server_socket", "signing_key", "stored_key", "start_workbook_server", "workbook_auth",
 ]

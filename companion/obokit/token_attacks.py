@@ -27,6 +27,7 @@ import hmac
 import json
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,13 +118,13 @@ async def proxied_token(server: Any, upstream_token: str, *, client_id: str | No
 
     `server` is an `obokit.server.RunningServer`. Only the one step the emulator would do (the
     upstream code exchange that ends in the proxy's code store) is replaced; the dynamic client
-    registration (unless `client_id` is given), PKCE and the code exchange are the proxy's own
-    `/register` and `/token` over HTTP.
+    registration (unless `client_id` is given: once per server, see `_attack_client`), PKCE and
+    the code exchange are the proxy's own `/register` and `/token` over HTTP.
     """
     provider = server.mcp.auth
     async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
         if client_id is None:
-            client_id = await register_client(http)
+            client_id = await _attack_client(server, http)
         verifier = secrets.token_urlsafe(48)
         challenge = b64url(hashlib.sha256(verifier.encode()).digest())
         code, now = secrets.token_urlsafe(32), time.time()
@@ -141,6 +142,21 @@ async def proxied_token(server: Any, upstream_token: str, *, client_id: str | No
             "client_id": client_id, "code_verifier": verifier})
     answer.raise_for_status()
     return answer.json()["access_token"]
+
+
+async def _attack_client(server: Any, http: httpx.AsyncClient) -> str:
+    """The client `proxied_token` registered at `server` before, if the proxy still knows it; else a new one.
+
+    Its id (a public client's, no secret) is kept in the server's storage folder, next to the
+    proxy's store, so calls and re-runs of a notebook reuse one registration instead of piling up.
+    """
+    memo = Path(server.storage_dir) / "token-attacks-client-id"
+    known = (await asyncio.to_thread(memo.read_text)).strip() if memo.exists() else ""
+    if known and await _on_server_loop(server, server.mcp.auth.get_client(known)) is not None:
+        return known
+    client_id = await register_client(http)
+    await asyncio.to_thread(memo.write_text, client_id)
+    return client_id
 
 
 async def register_client(http: httpx.AsyncClient, *, name: str = "obokit token attacks") -> str:
