@@ -100,7 +100,7 @@ class AuditLog:
                 with os.fdopen(fd, "a") as handle:
                     handle.write("".join(line for line, _ in batch))
                 self.writer_thread_id = threading.get_ident()
-            except OSError:
+            except Exception:  # noqa: BLE001 - the writer must live on: callers wait for it
                 log.exception("could not append %d entries to the audit file %s", len(batch), self.path)
             finally:
                 with self._lock:
