@@ -97,7 +97,7 @@ class AppRoleGate(Middleware):
     def __init__(self, roles: Iterable[str] = ("Task.Read", "Task.Write")) -> None:
         self.roles = frozenset(roles)
         self._tools: dict[str, Tool] = {}  # name -> registered tool, for the registry `_seen` describes
-        self._seen: tuple[int, ...] | None = None
+        self._seen: tuple[Any, ...] | None = None
 
     def required_roles(self, tool: Tool) -> set[str]:
         return set(tool.tags) & self.roles
@@ -110,7 +110,9 @@ class AppRoleGate(Middleware):
         components = getattr(server.local_provider, "_components", None)
         if components is None:  # another FastMCP: no cache, every call asks `get_tool`
             return {}
-        seen = tuple(map(id, components.values()))
+        # The components themselves, not their ids: kept alive, a replaced tool's id cannot come back.
+        # (Unchanged, the tuples compare element by identity first, which is all this costs per call.)
+        seen = tuple(components.values())
         if seen != self._seen:
             tools = [c for c in components.values() if isinstance(c, Tool)]
             names = [tool.name for tool in tools]
