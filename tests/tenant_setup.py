@@ -117,13 +117,18 @@ def run_async(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
+def msal_sign_in(app: msal.ClientApplication, scope: str, upn: str, redirect_uri: str) -> dict[str, Any]:
+    """MSAL's authorization code flow (form_post), the browser replaced by the headless demo user `upn`."""
+    flow = app.initiate_auth_code_flow([scope], redirect_uri=redirect_uri, response_mode="form_post")
+    callback = run_async(HeadlessBrowser(account=upn).sign_in(flow["auth_uri"], redirect_uri=redirect_uri))
+    result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
+    assert "access_token" in result, result.get("error_description")
+    return result
+
+
 def user_token(emu: Emulator, reg: Registration, upn: str, redirect_uri: str) -> str:
     """An access token for `reg`'s own API signed in as `upn` (MSAL auth code + headless browser)."""
     app = msal.ConfidentialClientApplication(
         reg.app_id, client_credential=reg.secret, authority=emu.tenant_authority, instance_discovery=False
     )
-    flow = app.initiate_auth_code_flow([reg.scope], redirect_uri=redirect_uri, response_mode="form_post")
-    callback = run_async(HeadlessBrowser(account=upn).sign_in(flow["auth_uri"], redirect_uri=redirect_uri))
-    result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
-    assert "access_token" in result, result.get("error_description")
-    return result["access_token"]
+    return msal_sign_in(app, reg.scope, upn, redirect_uri)["access_token"]

@@ -23,10 +23,9 @@ import pytest
 from fastmcp import Client
 from key_value.aio.stores.memory import MemoryStore
 from server_fixtures import make_target, register_workbook_server, registrations
-from tenant_setup import admin_headers, register_api, run_async, user_upn
+from tenant_setup import admin_headers, msal_sign_in, register_api, user_upn
 
 from obokit.emulator import Emulator, group_id
-from obokit.headless import HeadlessBrowser
 from obokit.kernel import BackgroundServer, bind_loopback, serve_in_background
 from obokit.mcp_client import HeadlessOAuth
 from obokit.provisioning import Registrations
@@ -49,15 +48,6 @@ def verify(token: str, keys: dict[str, Any], *, audience: str, issuer: str) -> d
     return jwt.decode(token, jwt.PyJWK(key).key, algorithms=["RS256"], audience=audience, issuer=issuer)
 
 
-def sign_in(emu: Emulator, app: msal.ConfidentialClientApplication, scope: str, upn: str) -> dict[str, Any]:
-    """MSAL's authorization code flow, the browser replaced by the headless demo user."""
-    flow = app.initiate_auth_code_flow([scope], redirect_uri=REDIRECT)
-    callback = run_async(HeadlessBrowser(account=upn).sign_in(flow["auth_uri"], redirect_uri=REDIRECT))
-    result = app.acquire_token_by_auth_code_flow(flow, dict(httpx.URL(callback).params))
-    assert "access_token" in result, result.get("error_description")
-    return result
-
-
 def test_emulator_restart_keeps_state_keys_secrets_and_refresh_tokens(tmp_path: Path) -> None:
     first = Emulator(tmp_path).start()
     try:
@@ -65,7 +55,7 @@ def test_emulator_restart_keeps_state_keys_secrets_and_refresh_tokens(tmp_path: 
         admin = admin_headers(first)  # an app-only Graph token issued before the restart
         app = msal.ConfidentialClientApplication(reg.app_id, client_credential=reg.secret,
                                                  authority=first.tenant_authority, instance_discovery=False)
-        signed_in = sign_in(first, app, reg.scope, user_upn("bruno"))
+        signed_in = msal_sign_in(app, reg.scope, user_upn("bruno"), REDIRECT)
         keys_before, issuer = jwks(first), f"{first.tenant_authority}/v2.0"
         ports = {name: int(url.rsplit(":", 1)[1]) for name, url in first.server.urls.items()}
     finally:

@@ -213,6 +213,7 @@ def build_server(
             await graph.aclose()
             if cache is not None:
                 await cache.aclose()
+            await audit_log.aclose()  # writes what is pending and ends its writer thread
 
     mcp = FastMCP(
         name,
