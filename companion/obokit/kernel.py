@@ -111,6 +111,14 @@ class BackgroundServer:
         self.stop()
 
 
+def stop_previous(name: str) -> None:
+    """Stop the background server registered as `name`, if any (frees its port for a restart)."""
+    with _registry_lock:
+        previous = _registry.get(name)
+    if previous is not None:
+        previous.stop()
+
+
 def serve_in_background(
     apps: Mapping[str, Any],
     *,
@@ -127,10 +135,7 @@ def serve_in_background(
     Pass `sockets` (name -> bound socket, see `bind_loopback`) when an app must know its own URL
     before it is built.
     """
-    with _registry_lock:
-        previous = _registry.get(name)
-    if previous is not None:
-        previous.stop()
+    stop_previous(name)
     scheme = "https" if ssl_certfile else "http"
     url_host = f"[{host}]" if ":" in host else host
     handle = BackgroundServer(name=name)

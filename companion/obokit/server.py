@@ -49,7 +49,7 @@ from key_value.aio.wrappers.passthrough_cache import PassthroughCacheWrapper
 from . import settings
 from .audit import AuditLog
 from .expenses import ExpenseBook
-from .kernel import BackgroundServer, bind_loopback, serve_in_background
+from .kernel import BackgroundServer, bind_loopback, serve_in_background, stop_previous
 from .middleware import AppRoleGate, AuditTrail, CallerContext
 from .target import Target, write_secret
 from .obo_cache import OboCache
@@ -285,6 +285,8 @@ def start_workbook_server(
 
         registration = registrations(target)
     storage_dir = Path(storage_dir) if storage_dir is not None else default_storage_dir(name)
+    # Re-running the cell: stop the previous server first, so its (remembered) port is free to bind again.
+    stop_previous(f"mcp-{name}")
     sock = server_socket(name, port)
     # "localhost": the redirect URI registered in Entra is http://localhost:8000/auth/callback, and
     # Entra (like the emulator) accepts any port for an http loopback redirect URI.
