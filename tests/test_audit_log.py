@@ -1,5 +1,7 @@
 """The audit log's file is written off the event loop, and nothing recorded is lost; the role gate's
-tool cache follows tool changes, and a tool call no longer lists every tool.
+tool cache follows tool changes, and a tool call no longer lists every tool. A failed append is
+reported (never as written), a cancelled call is audited "cancelled", and a record right after close
+never starts a second writer.
 
 The log is exercised on its own, then in a real workbook server (FastMCP + AzureProvider) against the
 session emulator, with a real `fastmcp.Client` signed in headlessly. Nothing is mocked.
@@ -13,15 +15,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import mcp.types
 import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
-from fastmcp.server.middleware import Middleware
+from fastmcp.server.middleware import Middleware, MiddlewareContext
 from server_fixtures import RECEIPT, register_workbook_server, serve
 
-from obokit.audit import AuditLog
+from obokit.audit import AuditLog, AuditWriteError
 from obokit.emulator import Emulator
 from obokit.mcp_client import HeadlessOAuth
+from obokit.middleware import AuditTrail
 from obokit.server import RunningServer
 
 
@@ -62,6 +66,69 @@ def test_memory_keeps_the_last_entries_and_the_file_all_of_them(tmp_path: Path) 
     assert log.flush() and len(lines(log.path)) == 25
     log.clear()
     assert len(log) == 0 and len(lines(log.path)) == 25, "clear forgets the memory, never the file"
+    log.close()
+
+
+async def test_a_failed_append_fails_its_waiters_and_flush(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the audit folder should be")
+    log = AuditLog(blocker / "audit.jsonl")
+    with pytest.raises(AuditWriteError):
+        await log.arecord(**entry(0))
+    assert log.last_error is not None and not log.flush(), "a failed append is never reported as written"
+    assert [e.oid for e in log.entries] == ["oid-0"], "the entry is still kept in memory"
+    blocker.unlink()
+    await log.arecord(**entry(1))
+    assert log.last_error is None and log.flush() and [line["oid"] for line in lines(log.path)] == ["oid-1"]
+    log.close()
+
+
+def test_a_record_right_after_close_is_taken_by_the_same_writer(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    for i in range(3000):
+        log.record(**entry(i))
+    writer = log._writer
+    log.close(timeout=0)  # does not wait: the writer may still be appending
+    log.record(**entry(3000))
+    assert log._writer is None or log._writer is writer, "never a second writer next to a running one"
+    assert log.flush() and [line["oid"] for line in lines(log.path)] == [f"oid-{i}" for i in range(3001)]
+    log.close()
+
+
+def call_context(tool: str) -> MiddlewareContext:
+    return MiddlewareContext(message=mcp.types.CallToolRequestParams(name=tool, arguments={}), method="tools/call")
+
+
+async def test_a_cancelled_call_is_audited_as_cancelled(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    started = asyncio.Event()
+
+    async def hangs(context: MiddlewareContext) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    call = asyncio.create_task(AuditTrail(log).on_call_tool(call_context("whoami"), hangs))
+    await started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert log.flush() and [line["outcome"] for line in lines(log.path)] == ["cancelled"]
+    log.close()
+
+
+async def test_an_unwritable_audit_file_keeps_the_answer_and_logs_an_error(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    log = AuditLog(blocker / "audit.jsonl")
+
+    async def answers(context: MiddlewareContext) -> str:
+        return "the answer"
+
+    with caplog.at_level("ERROR", logger="obokit.middleware"):
+        assert await AuditTrail(log).on_call_tool(call_context("whoami"), answers) == "the answer"
+    assert [e.outcome for e in log.entries] == ["ok"] and not log.flush()
+    assert any("AUDIT ENTRY NOT WRITTEN" in r.getMessage() for r in caplog.records if r.name == "obokit.middleware")
     log.close()
 
 

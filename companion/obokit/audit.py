@@ -7,6 +7,9 @@ server's event loop: `AuditTrail` awaits `AuditLog.arecord`, which returns once 
 file (entries that arrive together are written in one append), and `close`/`aclose` (the server's
 lifespan end) write whatever is still pending. An entry names people by `oid` and user principal
 name and APIs by method and path; it never holds a token, a secret or a tool's arguments.
+
+A failed append is not hidden: `arecord` raises `AuditWriteError`, `last_error` keeps the cause, and
+`flush` returns False while the last append failed.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 WRITER_IDLE_S = 2.0  # the writer thread ends after this long without entries (no thread outlives its server for long)
 
 
+class AuditWriteError(OSError):
+    """An audit entry could not be appended to the audit file (it is still kept in memory)."""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     timestamp: str  # ISO 8601, UTC
@@ -48,7 +55,9 @@ class AuditLog:
         self._lock = threading.Condition()
         self._pending: list[tuple[str, asyncio.Future[None] | None]] = []  # lines not yet in the file
         self._writing = False
-        self._writer: threading.Thread | None = None
+        self._closing = False  # close() asked the writer to end once nothing is pending
+        self._writer: threading.Thread | None = None  # the one writer thread; it clears this itself on exit
+        self.last_error: BaseException | None = None  # why the last append failed (None: it succeeded)
         self.writer_thread_id: int | None = None  # the thread that last appended to the file
         _open_logs.add(self)
 
@@ -58,7 +67,11 @@ class AuditLog:
 
     async def arecord(self, *, oid: str, upn: str, tool: str, outcome: str,
                       downstream: list[str] | tuple[str, ...] = ()) -> AuditEntry:
-        """`record`, then wait (without blocking the loop) until the entry is in the file."""
+        """`record`, then wait (without blocking the loop) until the entry is in the file.
+
+        Raises `AuditWriteError` when the append failed. The entry is queued before the first await,
+        so a cancellation of the caller cuts short the wait, never the record.
+        """
         written = asyncio.get_running_loop().create_future() if self.path is not None else None
         entry = self._record(written, oid=oid, upn=upn, tool=tool, outcome=outcome, downstream=downstream)
         if written is not None:
@@ -75,7 +88,8 @@ class AuditLog:
             self._entries.append(entry)
             if self.path is not None:
                 self._pending.append((json.dumps(asdict(entry)) + "\n", written))
-                if self._writer is None:
+                if self._writer is None:  # a writer still finishing after close() takes this line too
+                    self._closing = False
                     self._writer = threading.Thread(target=self._write_loop, name="obokit-audit", daemon=True)
                     self._writer.start()
                 self._lock.notify_all()
@@ -85,14 +99,13 @@ class AuditLog:
         """The writer thread: append every pending line in one write, then wake whoever waits for them."""
         while True:
             with self._lock:
-                if not self._pending and self._writer is threading.current_thread():
-                    self._lock.wait_for(lambda: self._pending or self._writer is not threading.current_thread(),
-                                        timeout=WRITER_IDLE_S)
+                if not self._pending and not self._closing:
+                    self._lock.wait_for(lambda: self._pending or self._closing, timeout=WRITER_IDLE_S)
                 if not self._pending:  # closed, or idle for a while: a later `record` starts a new writer
-                    if self._writer is threading.current_thread():
-                        self._writer = None
+                    self._writer = None  # under the lock: never two writers appending at once
                     return
                 batch, self._pending, self._writing = self._pending, [], True
+            error: BaseException | None = None
             try:
                 assert self.path is not None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,23 +113,26 @@ class AuditLog:
                 with os.fdopen(fd, "a") as handle:
                     handle.write("".join(line for line, _ in batch))
                 self.writer_thread_id = threading.get_ident()
-            except Exception:  # noqa: BLE001 - the writer must live on: callers wait for it
+            except Exception as exc:  # noqa: BLE001 - the writer must live on: callers wait for it
                 log.exception("could not append %d entries to the audit file %s", len(batch), self.path)
+                error = exc
             finally:
                 with self._lock:
                     self._writing = False
+                    self.last_error = error
                     self._lock.notify_all()
-                _wake([waiter for _, waiter in batch if waiter is not None])
+                _wake([waiter for _, waiter in batch if waiter is not None], error)
 
     def flush(self, timeout: float | None = 10) -> bool:
-        """Wait until every recorded entry is in the file (False if `timeout` passed first)."""
+        """Wait until every recorded entry is written: False if `timeout` passed first or the last append failed."""
         with self._lock:
-            return self._lock.wait_for(lambda: not self._pending and not self._writing, timeout)
+            done = self._lock.wait_for(lambda: not self._pending and not self._writing, timeout)
+            return done and self.last_error is None
 
     def close(self, timeout: float | None = 10) -> None:
         """Write what is pending and stop the writer thread (a later `record` starts a new one)."""
         with self._lock:
-            writer, self._writer = self._writer, None
+            writer, self._closing = self._writer, True
             self._lock.notify_all()
         if writer is not None and writer is not threading.current_thread():
             writer.join(timeout)
@@ -146,22 +162,29 @@ class AuditLog:
         return AuditTable(self.entries, columns)
 
 
-def _wake(waiters: list[asyncio.Future[None]]) -> None:
-    """Resolve futures of (possibly several) event loops from the writer thread, one hop per loop."""
+def _wake(waiters: list[asyncio.Future[None]], error: BaseException | None = None) -> None:
+    """Resolve futures of (possibly several) event loops from the writer thread, one hop per loop;
+    with `error`, they fail with `AuditWriteError` instead."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for waiter in waiters:
         by_loop.setdefault(waiter.get_loop(), []).append(waiter)
     for loop, futures in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve, futures)
+            loop.call_soon_threadsafe(_resolve, futures, error)
         except RuntimeError:  # that loop is closed: nobody waits any more
             pass
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def _resolve(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
     for future in futures:
-        if not future.done():
+        if future.done():
+            continue
+        if error is None:
             future.set_result(None)
+        else:
+            failure = AuditWriteError(f"audit entry not written: {type(error).__name__}: {error}")
+            failure.__cause__ = error
+            future.set_exception(failure)
 
 
 _open_logs: "weakref.WeakSet[AuditLog]" = weakref.WeakSet()

@@ -14,6 +14,7 @@ Order matters: FastMCP runs the first middleware of the list outermost, so
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
 from fastmcp.tools import Tool
 
+from .audit import AuditWriteError
+
+log = logging.getLogger(__name__)
 CALLER = "caller"  # the request-state key
 
 
@@ -170,16 +174,24 @@ def _token_roles() -> tuple[str, ...]:
 
 
 class AuditTrail(Middleware):
-    """Record who called which tool, the downstream APIs it called for them, and the outcome."""
+    """Record who called which tool, the downstream APIs it called for them, and the outcome.
+
+    A call that is cancelled (the client went away) is recorded as "cancelled". When the audit file
+    cannot be written, the tool's answer still goes out (the tool has run; withholding its answer
+    would not undo it) and the failure is logged at ERROR on `obokit.middleware`; the entry stays
+    in memory and `AuditLog.flush()` returns False.
+    """
 
     def __init__(self, log: Any) -> None:
         self.log = log  # an obokit.audit.AuditLog
 
     async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
         caller = await context.fastmcp_context.get_state(CALLER) if context.fastmcp_context else None
-        outcome = "ok"
+        outcome = "cancelled"
         try:
-            return await call_next(context)
+            result = await call_next(context)
+            outcome = "ok"
+            return result
         except RoleRequired as error:
             outcome = f"denied: needs {', '.join(error.missing)}"
             raise
@@ -189,12 +201,21 @@ class AuditTrail(Middleware):
         except Exception as error:
             outcome = f"error: {type(error).__name__}"
             raise
+        except BaseException as error:
+            if not isinstance(error, asyncio.CancelledError):
+                outcome = f"aborted: {type(error).__name__}"
+            raise
         finally:
-            # Written by the log's own thread; the answer goes out once the entry is in the file.
-            await self.log.arecord(
-                oid=caller.oid if caller else "", upn=caller.upn if caller else "(anonymous)",
-                tool=context.message.name, outcome=outcome, downstream=caller.downstream if caller else (),
-            )
+            # Written by the log's own thread; the answer goes out once the entry is in the file. The
+            # entry is queued before arecord's first await: a second cancel only cuts short the wait.
+            try:
+                await self.log.arecord(
+                    oid=caller.oid if caller else "", upn=caller.upn if caller else "(anonymous)",
+                    tool=context.message.name, outcome=outcome, downstream=caller.downstream if caller else (),
+                )
+            except AuditWriteError as error:
+                log.error("AUDIT ENTRY NOT WRITTEN for %s calling %s (%s): %s", caller.upn if caller else
+                          "(anonymous)", context.message.name, outcome, error)
 
 
 def _first_line(error: BaseException) -> str:
