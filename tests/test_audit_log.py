@@ -25,7 +25,7 @@ from server_fixtures import RECEIPT, register_workbook_server, serve
 from obokit.audit import AuditLog, AuditWriteError
 from obokit.emulator import Emulator
 from obokit.mcp_client import HeadlessOAuth
-from obokit.middleware import AuditTrail
+from obokit.middleware import AppRoleGate, AuditTrail
 from obokit.server import RunningServer
 
 
@@ -130,6 +130,14 @@ async def test_an_unwritable_audit_file_keeps_the_answer_and_logs_an_error(
     assert [e.outcome for e in log.entries] == ["ok"] and not log.flush()
     assert any("AUDIT ENTRY NOT WRITTEN" in r.getMessage() for r in caplog.records if r.name == "obokit.middleware")
     log.close()
+
+
+async def test_the_role_gate_refuses_a_call_without_a_server_context() -> None:
+    async def runs(context: MiddlewareContext) -> str:
+        raise AssertionError("the tool must not run")
+
+    with pytest.raises(ToolError, match="unknown tool: whoami"):
+        await AppRoleGate().on_call_tool(call_context("whoami"), runs)
 
 
 class CountListings(Middleware):

@@ -140,6 +140,12 @@ async def test_tier1_hides_and_refuses_the_write_tool(server: RunningServer, bru
     assert adele_tools == {"whoami"}, "no app role, no role-tagged tools"
 
 
+async def test_role_gate_fails_closed_on_a_tool_it_cannot_resolve(server: RunningServer, chen: HeadlessOAuth) -> None:
+    message = await refusal(server, chen, "no_such_tool", {})
+    assert message == "unknown tool: no_such_tool"
+    assert server.audit_log.entries[-1].outcome == "refused: unknown tool: no_such_tool"
+
+
 async def test_obo_tools_answer_with_each_users_rights(server: RunningServer, bruno: HeadlessOAuth, chen: HeadlessOAuth) -> None:
     answers = {}
     for name, auth in (("bruno", bruno), ("chen", chen)):

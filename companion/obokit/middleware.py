@@ -24,6 +24,7 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ToolError
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
+from fastmcp.server.providers.addressing import parse_hashed_backend_name
 from fastmcp.tools import Tool
 
 from .audit import AuditWriteError
@@ -143,15 +144,22 @@ class AppRoleGate(Middleware):
 
     async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
         name = context.message.name
-        server = context.fastmcp_context.fastmcp if context.fastmcp_context else None
-        tool = self.registered(server).get(name) if server is not None else None
-        if tool is None and server is not None:
-            tool = await server.get_tool(name)  # a mounted or versioned tool
-        if tool is not None:
-            missing = sorted(self.required_roles(tool) - set(_token_roles()))
-            if missing:
-                raise RoleRequired(name, missing)
+        tool = await self.resolve(context.fastmcp_context.fastmcp, name) if context.fastmcp_context else None
+        if tool is None:  # fail closed: a tool whose tags the gate cannot read is not called
+            raise refusal(f"unknown tool: {name}")
+        missing = sorted(self.required_roles(tool) - set(_token_roles()))
+        if missing:
+            raise RoleRequired(name, missing)
         return await call_next(context)
+
+    async def resolve(self, server: FastMCP, name: str) -> Tool | None:
+        """The tool a `tools/call` of `name` runs, routed as FastMCP's `call_tool` routes it (None: none)."""
+        tool = self.registered(server).get(name)
+        if tool is None:
+            tool = await server.get_tool(name)  # a mounted or versioned tool
+        if tool is None and (hashed := parse_hashed_backend_name(name)) is not None:
+            tool = await server.get_tool_by_hash(*hashed)  # an app-callable backend tool, `<hash>_<name>`
+        return tool
 
 
 def schemas_from_gate(mcp: FastMCP) -> None:

@@ -18,6 +18,7 @@ non-blocking); `on_behalf_of` is FastMCP's `EntraOBOToken` way (azure-identity's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -178,8 +179,9 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
         """Record one of your expenses. Submitting the same expense again returns the first one."""
         caller = await current_caller(ctx)
         try:
-            return expenses.add(caller.oid, date=date, amount=amount, category=category,
-                                description=description, submitted_by=caller.upn)
+            # ExpenseBook takes a threading lock and may write its JSON file: off the event loop.
+            return await asyncio.to_thread(expenses.add, caller.oid, date=date, amount=amount, category=category,
+                                           description=description, submitted_by=caller.upn)
         except InvalidExpense as error:
             raise refusal(str(error)) from None
 
@@ -233,7 +235,7 @@ def register_tools(mcp: FastMCP, *, graph: GraphApi, expenses: ExpenseBook) -> F
         """Approve a colleague's expense (needs the Task.Write app role; never your own)."""
         caller = await current_caller(ctx)
         try:
-            return expenses.approve(expense_id, approver_oid=caller.oid, approver=caller.upn)
+            return await asyncio.to_thread(expenses.approve, expense_id, approver_oid=caller.oid, approver=caller.upn)
         except InvalidExpense as error:
             raise refusal(str(error)) from None
 
