@@ -272,3 +272,18 @@ def test_rejection_reason_at_the_edges(changes: dict, header: dict, reason: str 
     claims = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
     found = rejection_reason(header, claims, tenant_id=TENANT, now=NOW)
     assert (found is None) if reason is None else (found is not None and reason in found), found
+
+
+@pytest.mark.parametrize(("configured", "changes", "accepted"), [
+    (TENANT.upper(), {}, True),  # GUIDs compare case-insensitively
+    (TENANT, {"tid": TENANT.upper()}, True),
+    (TENANT, {"iss": f"https://login.microsoftonline.com/{TENANT.upper()}/v2.0"}, True),
+    (TENANT.upper(), {"tid": OTHER_TENANT}, False),
+    (TENANT.upper(), {"tid": None}, False),
+    (TENANT.upper(), {"iss": f"https://login.microsoftonline.com/{OTHER_TENANT.upper()}/v2.0"}, False),
+    (TENANT, {"tid": 12345}, False),
+])
+def test_tenant_ids_compare_case_insensitively(configured: str, changes: dict, accepted: bool) -> None:
+    claims = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
+    found = rejection_reason({}, claims, tenant_id=configured, now=NOW)
+    assert (found is None) if accepted else (found is not None and "not this server's tenant" in found), found

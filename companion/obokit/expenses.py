@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import threading
 from decimal import Decimal, InvalidOperation
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .display import redact
+from .files import write_private
 
 CATEGORIES = ("travel", "meals", "lodging", "equipment", "training", "other")
 MAX_AMOUNT = Decimal("10000")
@@ -156,9 +156,4 @@ class ExpenseBook:
     def _save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self._by_user, handle, indent=1)
-        tmp.replace(self.path)
+        write_private(self.path, json.dumps(self._by_user, indent=1).encode())

@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +38,7 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from obokit.files import write_private
 from obokit.headless import HeadlessBrowser, SignInError
 
 __all__ = ["DEFAULT_REDIRECT_URI", "HeadlessUserAgent", "TokenFile", "connect", "sdk_oauth"]
@@ -68,11 +68,7 @@ class TokenFile:
         if self.path is None:
             self._memory = data
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        self.path.chmod(0o600)
+        write_private(self.path, json.dumps(data).encode())
 
     def _update(self, key: str, value: Any) -> None:
         self._save({**self._read(), key: value})

@@ -62,7 +62,9 @@ def rejection_reason(header: dict[str, Any], claims: dict[str, Any], *, tenant_i
     if "iat" in claims and (not _is_time(claims["iat"]) or claims["iat"] > now + leeway):
         return "issued in the future (iat)"
     tid = claims.get("tid")
-    if tid is None or tid != tenant_id or tid != issuer_tenant(claims.get("iss")):
+    issuer = issuer_tenant(claims.get("iss"))
+    # Tenant ids are GUIDs: compare them case-insensitively.
+    if not isinstance(tid, str) or issuer is None or not tid.lower() == tenant_id.lower() == issuer.lower():
         return f"tid {tid!r} is not this server's tenant (the issuer's)"
     if claims.get("idtyp") == "app" or not claims.get("scp") or not claims.get("oid"):
         return "app-only token: the tools act for a signed-in user (delegated scp and oid required)"

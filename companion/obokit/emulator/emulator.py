@@ -20,8 +20,9 @@ from .grants import TokenService
 from .graph_app import GraphApp
 from .graph_core import GraphContext
 from .identity import IdentityApp
-from .recorder import RequestLog
 from .ids import GRAPH_CLI_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID
+from .key_cache import keep_key_material, reuse_key_material
+from .recorder import RequestLog
 from .seed import AUTOMATION_APP_ID, demo_tenant
 from .signing import KeySet
 from .store import Store
@@ -29,49 +30,6 @@ from .tls import ensure_tls
 from .tokens import TokenFactory
 
 _CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-# Generated once, then copied into every new state folder: RSA key generation is most of a cold start.
-_KEY_FILES = ("tls/ca.pem", "tls/server.pem", "tls/server-key.pem", "keys/signing-current.pem", "keys/signing-next.pem")
-
-
-def key_cache_dir() -> Path | None:
-    """Where the emulator keeps its generated keys and certificates for new state folders
-    (`OBOKIT_KEY_CACHE`, default `~/.cache/obokit/emulator-keys`; `off` disables it)."""
-    configured = os.environ.get("OBOKIT_KEY_CACHE")
-    if configured == "off":
-        return None
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "obokit" / "emulator-keys"
-
-
-def _copy_private(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(source.read_bytes())
-
-
-def reuse_key_material(state_dir: Path) -> None:
-    """Seed a state folder that has no keys yet with the cached ones (all of them, or none)."""
-    cache = key_cache_dir()
-    if cache is None or any((state_dir / name).exists() for name in _KEY_FILES):
-        return
-    if all((cache / name).exists() for name in _KEY_FILES):
-        for name in _KEY_FILES:
-            _copy_private(cache / name, state_dir / name)
-
-
-def keep_key_material(state_dir: Path) -> None:
-    """Remember this state folder's keys for the next new one (best effort, owner-only)."""
-    cache = key_cache_dir()
-    if cache is None or all((cache / name).exists() for name in _KEY_FILES):
-        return
-    try:
-        for name in _KEY_FILES:
-            _copy_private(state_dir / name, cache / name)
-    except OSError:
-        pass
 
 
 class Emulator:
@@ -95,10 +53,11 @@ class Emulator:
         self.token_lifetime = token_lifetime
         self.faults = Faults()
         self.graph_requests = RequestLog()  # read-only: what the Graph host received (tests)
-        reuse_key_material(self.state_dir)
+        # Keys generated once are copied into new state folders (RSA generation is most of a cold start).
+        cache_usable = reuse_key_material(self.state_dir)
         self.tls = ensure_tls(self.state_dir / "tls")
         self.keys = KeySet(self.state_dir / "keys")
-        keep_key_material(self.state_dir)
+        keep_key_material(self.state_dir, replace=not cache_usable)
         self.store = Store(self.state_dir / "emulator.sqlite3")
         if self.store.is_empty():
             self._seed()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +21,7 @@ class SeenRequest:
     seq: int
     method: str
     path: str
-    bearer: str | None
+    bearer: str | None = field(repr=False)  # a raw access token: never in a repr or a test failure
 
 
 class RequestLog:

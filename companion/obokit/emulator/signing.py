@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from ..files import private_dir, write_private
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -83,8 +85,7 @@ def _load_or_create(path: Path, name: str) -> SigningKey:
     pem = signing_key.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ) + signing_key.cert.public_bytes(serialization.Encoding.PEM)
-    path.write_bytes(pem)
-    path.chmod(0o600)
+    write_private(path, pem)
     return signing_key
 
 
@@ -92,7 +93,7 @@ class KeySet:
     """The emulator's signing keys: `current` signs, both verify."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         self.current = _load_or_create(folder / "signing-current.pem", "obokit emulator signing key 1")
         self.next = _load_or_create(folder / "signing-next.pem", "obokit emulator signing key 2")
         self._by_kid = {k.kid: k for k in (self.current, self.next)}

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..files import private_dir, write_private, write_public
+
 _VALIDITY = dt.timedelta(days=365)
 _RENEW_BEFORE = dt.timedelta(days=7)
 
@@ -29,11 +31,6 @@ class TlsFiles:
     server_cert: Path
     server_key: Path
     bundle: Path  # system CAs + the local CA: what SSL_CERT_FILE / REQUESTS_CA_BUNDLE point at
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -107,7 +104,7 @@ def _build_leaf(
 
 def ensure_tls(folder: Path) -> TlsFiles:
     """Create (or reuse) the CA, the server certificate and the combined CA bundle in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     files = TlsFiles(
         ca_cert=folder / "ca.pem",
         server_cert=folder / "server.pem",
@@ -118,9 +115,10 @@ def ensure_tls(folder: Path) -> TlsFiles:
         now = dt.datetime.now(dt.timezone.utc)
         ca_key, ca_cert = _build_ca(now)
         leaf_key, leaf_cert = _build_leaf(ca_key, ca_cert, now)
-        files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        files.server_cert.write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(files.server_key, _key_pem(leaf_key))
+        write_private(files.server_key, _key_pem(leaf_key))
+        write_public(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_public(files.server_cert, leaf_cert.public_bytes(serialization.Encoding.PEM))
     system = Path(certifi.where()).read_bytes()
-    files.bundle.write_bytes(system.rstrip(b"\n") + b"\n" + files.ca_cert.read_bytes())
+    # Other processes may be reading the bundle (SSL_CERT_FILE): rewrite it only when it changes, atomically.
+    write_public(files.bundle, system.rstrip(b"\n") + b"\n" + files.ca_cert.read_bytes())
     return files
