@@ -24,7 +24,7 @@ from tenant_setup import user_upn
 from obokit.emulator import Emulator
 from obokit.mcp_client import HeadlessOAuth
 from obokit.redis_server import RedisNotInstalled, RedisServer, redis_server_binary, start_redis
-from obokit.scaleout import STORAGE_SALT, ScaleOut, start_scale_out
+from obokit.scaleout import STORAGE_SALT, RoundRobinProxy, Route, ScaleOut, start_scale_out
 from obokit.server import signing_key
 
 pytestmark = [
@@ -156,3 +156,11 @@ async def test_redis_holds_the_proxy_state_encrypted(cluster: ScaleOut, redis: R
     registered = {record["client_id"] for record in decrypted["mcp-oauth-proxy-clients"]}
     assert chen.context.client_info.client_id in registered
     assert all(record["access_token"].startswith("eyJ") for record in decrypted["mcp-upstream-tokens"])
+
+
+def test_the_proxy_keeps_only_the_last_routes() -> None:
+    proxy = RoundRobinProxy()
+    proxy.MAX_ROUTES = 3
+    for i in range(5):
+        proxy._route(Route("GET", f"/r{i}", "replica-1", 200))
+    assert [r.path for r in proxy.routes] == ["/r2", "/r3", "/r4"] and proxy.routes[1:][0].path == "/r3"

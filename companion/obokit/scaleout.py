@@ -70,8 +70,11 @@ class Route:
 class RoundRobinProxy:
     """An ASGI reverse proxy: each request goes to the next replica of `pool` (name -> base URL).
 
-    Requests are not pinned to a replica (no sticky sessions); `routes` records who answered what.
+    Requests are not pinned to a replica (no sticky sessions); `routes` records who answered what: the
+    last `MAX_ROUTES` requests (a list, not a deque, so that `routes[before:]` slices as notebook 07 does).
     """
+
+    MAX_ROUTES = 10_000
 
     def __init__(self, pool: dict[str, str] | None = None, *, timeout: float = 60) -> None:
         self.routes: list[Route] = []
@@ -87,6 +90,11 @@ class RoundRobinProxy:
     def answered_by(self, path: str | None = None) -> Counter[str]:
         """How many requests (to `path`, or all) each replica answered."""
         return Counter(r.replica for r in self.routes if path is None or r.path == path)
+
+    def _route(self, route: Route) -> None:
+        self.routes.append(route)
+        if len(self.routes) > self.MAX_ROUTES:
+            del self.routes[: len(self.routes) - self.MAX_ROUTES]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -126,10 +134,10 @@ class RoundRobinProxy:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as error:
-            self.routes.append(Route(scope["method"], scope["path"], name, 502, protocol))
+            self._route(Route(scope["method"], scope["path"], name, 502, protocol))
             await _plain(send, 502, f"replica {name} unreachable: {type(error).__name__}".encode())
             return
-        self.routes.append(Route(scope["method"], scope["path"], name, response.status_code, protocol))
+        self._route(Route(scope["method"], scope["path"], name, response.status_code, protocol))
         try:
             await send({"type": "http.response.start", "status": response.status_code,
                         "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]})
@@ -161,10 +169,12 @@ class Replica:
         return self.handle.running
 
     def stop(self) -> None:
-        """Close its Redis connections (on its own loop), then stop serving (idempotent)."""
-        if self.handle.running:
-            self.handle.run(self.redis.close())
-        self.handle.stop()
+        """Close its Redis connections (on its own loop), then stop serving (idempotent; stops even if closing fails)."""
+        try:
+            if self.handle.running:
+                self.handle.run(self.redis.close())
+        finally:
+            self.handle.stop()
 
 
 def start_replica(target: Target, registration: ServerRegistration, *, name: str, public_url: str,
@@ -200,12 +210,15 @@ class ScaleOut:
         return f"{self.public_url}/mcp"
 
     def start_replicas(self, count: int) -> None:
-        """Start `count` replicas (replica-1, replica-2, ...) and put them all in the pool."""
-        self.replicas = [
-            start_replica(self.target, self.registration, name=f"replica-{i}", public_url=self.public_url,
-                          redis_url=self.redis_url, storage_dir=self.storage_dir, stateless=self.stateless)
-            for i in range(1, count + 1)
-        ]
+        """Start `count` replicas (replica-1, replica-2, ...) and put them all in the pool.
+
+        Each replica joins `replicas` as soon as it serves, so `stop()` stops it if a later one fails.
+        """
+        self.replicas = []
+        for i in range(1, count + 1):
+            self.replicas.append(
+                start_replica(self.target, self.registration, name=f"replica-{i}", public_url=self.public_url,
+                              redis_url=self.redis_url, storage_dir=self.storage_dir, stateless=self.stateless))
         self.use_all()
 
     def use(self, *names: str) -> None:
