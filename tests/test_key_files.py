@@ -189,3 +189,22 @@ def test_a_cache_owned_by_someone_else_is_neither_used_nor_replaced(
     assert "not owned by this user" in caplog.text
     assert (state / "tls/server-key.pem").read_bytes() != before
     assert (filled / "tls/server-key.pem").read_bytes() == before
+
+
+def test_an_old_loose_key_folder_is_tightened(tmp_path: Path) -> None:
+    for name in ("tls", "keys"):
+        (tmp_path / name).mkdir(mode=0o755)
+        (tmp_path / name).chmod(0o755)
+    ensure_tls(tmp_path / "tls")
+    KeySet(tmp_path / "keys")
+    assert mode(tmp_path / "tls") == mode(tmp_path / "keys") == 0o700
+
+
+def test_an_empty_cache_folder_is_filled_without_a_warning(
+    cache: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache.mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="obokit.emulator"):
+        make_keys(tmp_path / "first")
+    assert caplog.text == ""
+    assert mode(cache) == 0o700 and {mode(cache / name) for name in KEY_FILES} == {0o600}

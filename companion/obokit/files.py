@@ -8,8 +8,13 @@ from pathlib import Path
 __all__ = ["private_dir", "write_private", "write_public"]
 
 
-def private_dir(path: Path) -> Path:
-    """Create `path` and its missing parents with mode 0700; an existing folder keeps its mode."""
+def private_dir(path: Path, *, tighten: bool = False) -> Path:
+    """Create `path` and its missing parents with mode 0700. An existing folder keeps its mode,
+    unless `tighten` is set and it is this user's: then it becomes 0700 too."""
+    if tighten and path.is_dir():
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(path, 0o700)
     missing = [folder for folder in (path, *path.parents) if not folder.exists()]
     for folder in reversed(missing):
         try:

@@ -89,6 +89,8 @@ def reuse_key_material(state_dir: Path) -> bool:
     cache = key_cache_dir()
     if cache is None or not os.path.lexists(cache) or any((state_dir / n).exists() for n in KEY_FILES):
         return True
+    if cache.is_dir() and not cache.is_symlink() and not any(cache.iterdir()):
+        return False  # an empty folder made for us (`mktemp -d`): fill it, no warning
     problem = _problem(cache)
     if problem is not None:
         logger.warning("ignoring the emulator key cache %s: %s; generating fresh keys", cache, problem)

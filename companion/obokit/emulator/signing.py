@@ -93,7 +93,7 @@ class KeySet:
     """The emulator's signing keys: `current` signs, both verify."""
 
     def __init__(self, folder: Path) -> None:
-        private_dir(folder)
+        private_dir(folder, tighten=True)  # older versions made it 0755
         self.current = _load_or_create(folder / "signing-current.pem", "obokit emulator signing key 1")
         self.next = _load_or_create(folder / "signing-next.pem", "obokit emulator signing key 2")
         self._by_kid = {k.kid: k for k in (self.current, self.next)}

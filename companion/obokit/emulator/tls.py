@@ -104,7 +104,7 @@ def _build_leaf(
 
 def ensure_tls(folder: Path) -> TlsFiles:
     """Create (or reuse) the CA, the server certificate and the combined CA bundle in `folder`."""
-    private_dir(folder)
+    private_dir(folder, tighten=True)  # older versions made it 0755
     files = TlsFiles(
         ca_cert=folder / "ca.pem",
         server_cert=folder / "server.pem",
