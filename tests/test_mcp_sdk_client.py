@@ -25,6 +25,7 @@ from server_fixtures import FINANCE_SITE, register_workbook_server, serve
 from tenant_setup import Registration, user_upn
 
 from obokit.emulator import Emulator, group_id
+from obokit.headless import SignInError, code_result
 from obokit.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
 from obokit.server import RunningServer
 
@@ -175,3 +176,10 @@ def test_vscode_may_sign_in_from_another_loopback_port(server: RunningServer) ->
     moved = authorize_status(server, client_id, "http://127.0.0.1:59656/")
     assert moved.status_code == 302 and "/consent" in moved.headers["location"]
     assert authorize_status(server, client_id, "https://evil.example/cb").status_code == 400
+
+
+def test_code_result_reads_the_callback_or_names_the_error() -> None:
+    result = code_result("http://127.0.0.1:8765/callback?code=abc&state=s1&iss=https%3A%2F%2Fissuer.test")
+    assert (result.code, result.state, result.iss) == ("abc", "s1", "https://issuer.test")
+    with pytest.raises(SignInError, match="sign-in returned no code: access_denied: nope"):
+        code_result("http://127.0.0.1:8765/callback?error=access_denied&error_description=nope&state=s1")

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from urllib.parse import urlencode, urljoin
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx
+from mcp.shared.auth import AuthorizationCodeResult
 
 APPROVE_VALUES = ("accept", "approve", "allow", "yes")
 MAX_STEPS = 20
+# A loopback callback, as a desktop MCP client registers one. Nothing listens on it: the headless
+# browser stops at the redirect instead of following it.
+LOOPBACK_REDIRECT_URI = "http://127.0.0.1:8765/callback"
 
 
 @dataclass
@@ -64,6 +68,14 @@ class _FormPostResult(Exception):
 
 class SignInError(RuntimeError):
     """The sign-in ended on an error page or an error redirect."""
+
+
+def code_result(callback_url: str) -> AuthorizationCodeResult:
+    """The authorization code (with state and iss) of the redirect a sign-in ended on; `SignInError` if it has none."""
+    query = {k: v[0] for k, v in parse_qs(urlsplit(callback_url).query).items()}
+    if "code" not in query:
+        raise SignInError(f"sign-in returned no code: {query.get('error')}: {query.get('error_description')}")
+    return AuthorizationCodeResult(code=query["code"], state=query.get("state"), iss=query.get("iss"))
 
 
 class HeadlessBrowser:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 from fastmcp.client.auth import OAuth
@@ -31,7 +31,7 @@ from key_value.aio.wrappers.routing import RoutingWrapper
 from mcp.shared.auth import AuthorizationCodeResult
 
 from obokit import settings
-from obokit.headless import HeadlessBrowser, SignInError
+from obokit.headless import HeadlessBrowser, SignInError, code_result
 
 __all__ = ["CLIENT_STORAGE_KEY_NAME", "HeadlessOAuth", "client_registrations", "oauth_for"]
 
@@ -113,10 +113,7 @@ class HeadlessOAuth(OAuth):
                 finally:
                     self.last_sign_in_steps += browser.steps
         self.last_callback_url = callback_url
-        query = {k: v[0] for k, v in parse_qs(urlsplit(callback_url).query).items()}
-        if "code" not in query:
-            raise SignInError(f"sign-in returned no code: {query.get('error')}: {query.get('error_description')}")
-        self._result = AuthorizationCodeResult(code=query["code"], state=query.get("state"), iss=query.get("iss"))
+        self._result = code_result(callback_url)
 
     async def callback_handler(self) -> AuthorizationCodeResult:
         """Return what `redirect_handler` caught; no local callback server is started."""

@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx2
@@ -39,13 +38,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from obokit.files import write_private
-from obokit.headless import HeadlessBrowser, SignInError
+from obokit.headless import LOOPBACK_REDIRECT_URI, HeadlessBrowser, SignInError, code_result
 
 __all__ = ["DEFAULT_REDIRECT_URI", "HeadlessUserAgent", "TokenFile", "connect", "sdk_oauth"]
 
-# A loopback callback, as a desktop MCP client registers one. Nothing listens on it: the
-# headless user agent stops at the redirect instead of following it.
-DEFAULT_REDIRECT_URI = "http://127.0.0.1:8765/callback"
+DEFAULT_REDIRECT_URI = LOOPBACK_REDIRECT_URI  # a desktop client's loopback callback; nothing listens on it
 
 
 class TokenFile:
@@ -123,11 +120,8 @@ class HeadlessUserAgent:
     async def callback(self) -> AuthorizationCodeResult:
         if self._callback_url is None:
             raise SignInError("callback requested before a sign-in reached the redirect URI")
-        query = {k: v[0] for k, v in parse_qs(urlsplit(self._callback_url).query).items()}
-        self._callback_url = None
-        if "code" not in query:
-            raise SignInError(f"sign-in returned no code: {query.get('error')}: {query.get('error_description')}")
-        return AuthorizationCodeResult(code=query["code"], state=query.get("state"), iss=query.get("iss"))
+        callback_url, self._callback_url = self._callback_url, None
+        return code_result(callback_url)
 
 
 def sdk_oauth(mcp_url: str, *, agent: HeadlessUserAgent, storage: TokenFile | None = None,

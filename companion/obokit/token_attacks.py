@@ -37,13 +37,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastmcp.server.auth.oauth_proxy.models import ClientCode, JTIMapping, UpstreamTokenSet
 
 from .emulator.signing import KeySet, b64url
+from .headless import LOOPBACK_REDIRECT_URI
 
 __all__ = [
     "REDIRECT_URI", "alg_none", "bad_signature", "claims_of", "forge", "hs256_with_public_key", "proxied_token",
     "register_client", "tampered", "unknown_kid", "upstream_token",
 ]
 
-REDIRECT_URI = "http://127.0.0.1:8765/callback"  # a loopback callback, as a desktop client registers
+REDIRECT_URI = LOOPBACK_REDIRECT_URI  # a loopback callback, as a desktop client registers
 
 
 def _segments(token: str) -> list[str]:
