@@ -88,6 +88,15 @@ async def test_one_exchange_per_user_and_scope_and_users_kept_apart(emulator, ta
     assert (cache.stats.exchanges, cache.stats.hits, len(cache)) == (3, 12, 3)
 
 
+async def test_callers_get_copies_of_the_cached_response(emulator, target, api, tokens) -> None:
+    cache = cache_for(target, api)
+    first = await cache.get(tokens["bruno"], USER_READ)
+    first["access_token"] = "changed by a careless caller"
+    again = await cache.get(tokens["bruno"], USER_READ)
+    await cache.aclose()
+    assert again["access_token"] != "changed by a careless caller" and cache.stats.hits == 1
+
+
 async def test_concurrent_first_calls_coalesce_into_one_exchange(fresh_faults, target, api, tokens) -> None:
     fresh_faults.faults.set_latency("identity", 200)  # the first exchange is surely still in flight
     cache = cache_for(target, api)

@@ -1,4 +1,4 @@
-"""Starting the workbook server again under the same name (a notebook cell re-run) keeps its URL."""
+"""The workbook server's lifecycle: a re-run under the same name keeps its URL; shutdown closes every part.
 
 from __future__ import annotations
 
@@ -37,3 +37,26 @@ def test_rerun_with_the_same_name_comes_back_on_the_same_port(
             second.stop()
     finally:
         first.stop()
+
+
+def test_shutdown_closes_everything_even_when_one_step_fails(
+        emulator: Emulator, registration: Registration, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = start_workbook_server(make_target(emulator, tmp_path), name="failing-close", port=0,
+                                    storage_dir=tmp_path / "failing-close", registration=registrations(registration))
+    cache = running.mcp.obo_cache
+    try:
+        running.handle.run(_open_pool(cache))  # the OBO cache's connection pool, as after a first tool call
+
+        async def fails() -> None:
+            raise RuntimeError("closing the OBO credentials failed")
+
+        monkeypatch.setattr(running.mcp.auth, "close_obo_credentials", fails)
+        running.audit_log.record(oid="o", upn="u@example.test", tool="whoami", outcome="ok")
+    finally:
+        running.stop()
+    assert cache._http is None, "the OBO cache's pool was closed after the failing step"
+    assert running.audit_log._writer is None and len((tmp_path / "failing-close" / "audit.jsonl").read_text().splitlines()) == 1
+
+
+async def _open_pool(cache) -> None:  # type: ignore[no-untyped-def]
+    cache._pool()

@@ -105,7 +105,7 @@ class OboCache:
             if self.clock() < entry.refresh_at:
                 self._entries.move_to_end(key)
                 self.stats.hits += 1
-                return entry.response
+                return dict(entry.response)  # a copy: a caller that changes it cannot change the cache
             del self._entries[key]
         future = self._inflight.get(key)
         if future is None:
@@ -115,7 +115,7 @@ class OboCache:
         else:
             self.stats.coalesced += 1
         # shield: a caller that gives up (cancelled) does not cancel the exchange the others wait on.
-        return await asyncio.shield(future)
+        return dict(await asyncio.shield(future))  # a copy each: the waiters share one response
 
     async def token(self, assertion: str, scopes: Sequence[str]) -> str:
         """Just the downstream access token of `get`."""

@@ -136,7 +136,12 @@ def _launch(binary: str, directory: Path, password: str, timeout: float) -> Redi
             time.sleep(0.02)
     process.kill()
     process.wait()
-    raise TimeoutError(f"redis-server did not answer within {timeout} s; see {directory / 'redis.log'}")
+    raise TimeoutError(f"redis-server did not answer within {timeout} s:\n{_log_tail(directory)}")
+
+
+def _log_tail(directory: Path) -> str:
+    log = directory / "redis.log"
+    return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
 
 def start_redis(*, timeout: float = 10, attempts: int = 3) -> RedisServer:
@@ -145,11 +150,15 @@ def start_redis(*, timeout: float = 10, attempts: int = 3) -> RedisServer:
     directory = Path(tempfile.mkdtemp(prefix="obokit-redis-"))
     password = secrets.token_urlsafe(24)
     for _ in range(attempts):
-        server = _launch(binary, directory, password, timeout)
+        try:
+            server = _launch(binary, directory, password, timeout)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # it holds the config, with the password
+            raise
         if server is not None:
             atexit.register(server.stop)  # a kernel that exits does not leave Redis behind
             return server
-    log = (directory / "redis.log").read_text(errors="replace")[-2000:] if (directory / "redis.log").exists() else ""
+    log = _log_tail(directory)
     shutil.rmtree(directory, ignore_errors=True)
     raise RuntimeError(f"redis-server exited at start-up {attempts} times:\n{log}")
 

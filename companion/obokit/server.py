@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -205,15 +205,15 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
-        try:
-            yield {}
-        finally:
-            # FastMCP keeps one OnBehalfOfCredential per user token and never closes them.
-            await auth.close_obo_credentials()
-            await graph.aclose()
+        # Closed in reverse order of registration, each even if one before it fails.
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(audit_log.aclose)  # writes what is pending and ends its writer thread
             if cache is not None:
-                await cache.aclose()
-            await audit_log.aclose()  # writes what is pending and ends its writer thread
+                stack.push_async_callback(cache.aclose)
+            stack.push_async_callback(graph.aclose)
+            # FastMCP keeps one OnBehalfOfCredential per user token and never closes them.
+            stack.push_async_callback(auth.close_obo_credentials)
+            yield {}
 
     mcp = FastMCP(
         name,
