@@ -1,4 +1,4 @@
-"""The workbook server's lifecycle: a re-run under the same name keeps its URL; shutdown closes every part.
+"""The workbook server's lifecycle: a re-run under the same name keeps its URL; shutdown closes every part."""
 
 from __future__ import annotations
 
