@@ -25,7 +25,6 @@ Secret values are written owner-only to `target.secrets_file` and never returned
 from __future__ import annotations
 
 import asyncio
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ with warnings.catch_warnings():  # the generated builders warn about their own d
     )
     from msgraph.generated.service_principals.service_principals_request_builder import ServicePrincipalsRequestBuilder
 
+from .files import write_private
 from .target import Target, write_secret
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph, the same in every tenant
@@ -231,10 +231,7 @@ def forget_secrets(path: Path, keys: tuple[str, ...] = SECRET_KEYS) -> list[str]
     lines = path.read_text().splitlines()
     kept = [line for line in lines if line.split("=", 1)[0] not in keys]
     removed = [line.split("=", 1)[0] for line in lines if line not in kept]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file; an existing 0644 one is tightened too
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(kept) + ("\n" if kept else ""))
+    write_private(path, ("\n".join(kept) + ("\n" if kept else "")).encode())
     return removed
 
 

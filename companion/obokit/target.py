@@ -9,7 +9,6 @@ demo accounts, browser or headless sign-in) live here.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import webbrowser
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import httpx
 from azure.identity import DeviceCodeCredential
 
 from . import settings
+from .files import write_private
 from .headless import HeadlessBrowser
 
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # Microsoft Graph Command Line Tools
@@ -217,11 +217,7 @@ def disconnect() -> None:
 
 
 def write_secret(path: Path, key: str, value: str) -> None:
-    """Set `key=value` in an env file created owner-only (0600); other lines are kept."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Set `key=value` in an env file written owner-only (0600) and atomically; other lines are kept."""
     lines = path.read_text().splitlines() if path.exists() else []
     lines = [line for line in lines if not line.startswith(f"{key}=")] + [f"{key}={value}"]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    path.chmod(0o600)
+    write_private(path, ("\n".join(lines) + "\n").encode())
