@@ -33,14 +33,13 @@ from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
 
 from .audit import AuditLog
 from .kernel import BackgroundServer, bind_loopback, serve_in_background
-from .server import ServerRegistration, build_server, default_storage_dir, signing_key, workbook_auth
+from .server import STORAGE_SALT, ServerRegistration, build_server, default_storage_dir, signing_key, workbook_auth
 from .target import Target
 
 __all__ = ["Replica", "RoundRobinProxy", "Route", "ScaleOut", "shared_client_store", "start_replica",
            "start_scale_out"]
 
 # The salt of obokit.server.persistent_client_store: the same key encrypts the file store and the Redis store.
-STORAGE_SALT = "obokit-oauth-proxy-storage"
 # Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded by a proxy.
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
               b"transfer-encoding", b"upgrade"}

@@ -57,6 +57,9 @@ from .verifier import harden
 from .tools import GraphApi, OboTokenSource, cached_on_behalf_of, register_tools
 
 SIGNING_KEY_NAME = "MCP_PROXY_SIGNING_KEY"
+# Salt of the Fernet key that encrypts every OAuth-proxy store (files here, Redis in obokit.scaleout):
+# replicas and restarts must derive the same key, or the stores read as empty.
+STORAGE_SALT = "obokit-oauth-proxy-storage"
 REQUIRED_SCOPES = ["mcp-access"]
 APP_ROLES = ("Task.Read", "Task.Write")
 # Redirect URIs MCP clients may register through the proxy's dynamic client registration (every
@@ -125,7 +128,7 @@ def persistent_client_store(storage_dir: Path, key: str, *, folder: str = "oauth
         key_sanitization_strategy=FileTreeV1KeySanitizationStrategy(directory),
         collection_sanitization_strategy=FileTreeV1CollectionSanitizationStrategy(directory),
     )
-    fernet_key = derive_jwt_key(high_entropy_material=key, salt="obokit-oauth-proxy-storage")
+    fernet_key = derive_jwt_key(high_entropy_material=key, salt=STORAGE_SALT)
     # A store written under another key reads as empty (clients register again) instead of failing.
     encrypted = FernetEncryptionWrapper(key_value=files, fernet=Fernet(fernet_key), raise_on_decryption_error=False)
     # The proxy reads the client and its upstream tokens on every request; from disk that is a dozen
@@ -333,6 +336,6 @@ def captured_logs(*names: str, level: int = logging.INFO) -> Iterator[list[str]]
 
 
 __all__ = [
-    "APP_ROLES", "CLIENT_REDIRECT_URIS", "REQUIRED_SCOPES", "SIGNING_KEY_NAME", "RunningServer", "build_server", "captured_logs",
+    "APP_ROLES", "CLIENT_REDIRECT_URIS", "REQUIRED_SCOPES", "SIGNING_KEY_NAME", "STORAGE_SALT", "RunningServer", "build_server", "captured_logs",
     "default_storage_dir", "persistent_client_store", "serve", "server_socket", "signing_key", "stored_key", "start_workbook_server", "workbook_auth",
 ]
