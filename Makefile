@@ -40,14 +40,15 @@ NETLESS := $(shell unshare -n true 2>/dev/null && command -v ip >/dev/null && ec
 test: venv
 ifeq ($(NETLESS),yes)
 	@echo "Running the tests without network (loopback only)."
-	unshare -n sh -c 'ip link set lo up && exec $(VENV_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)'
+	unshare -n sh -c 'ip link set lo up && exec $(VENV_PY) -m pytest -p no:cacheprovider -rs $(PYTEST_ARGS)'
 else
 	@echo "No network namespace available: running with the in-process loopback-only guard."
-	$(VENV_PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest -p no:cacheprovider -rs $(PYTEST_ARGS)
 endif
 
+WORKBOOK_ARGS ?=
 workbook: venv
-	$(VENV_PY) -m obokit.workbook run-all
+	$(VENV_PY) -m obokit.workbook run-all $(WORKBOOK_ARGS)
 
 BENCH_ARGS ?=
 bench: venv

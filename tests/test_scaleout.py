@@ -1,6 +1,6 @@
 """Scale-out: two replicas of the workbook server behind a round-robin proxy, OAuth state in a real Redis.
 
-Debian's `redis-server` runs on an ephemeral loopback port; two real FastMCP servers with AzureProvider serve
+A Redis-protocol server (the packaged Valkey, tests/test_redis_server.py) runs on an ephemeral loopback port; two real FastMCP servers with AzureProvider serve
 behind `obokit.scaleout.RoundRobinProxy`; a real `fastmcp.Client` signs in headlessly against the session
 emulator. A client that registered through replica 1 keeps working through replica 2 and after both replicas
 are replaced, without registering again.
@@ -23,7 +23,7 @@ from tenant_setup import user_upn
 
 from obokit.emulator import Emulator
 from obokit.mcp_client import HeadlessOAuth
-from obokit.redis_server import RedisNotInstalled, RedisServer, redis_server_binary, start_redis
+from obokit.redis_server import RedisServer, start_redis
 from obokit.scaleout import STORAGE_SALT, RoundRobinProxy, Route, ScaleOut, start_scale_out
 from obokit.server import signing_key
 
@@ -62,28 +62,6 @@ async def whoami_and_site(url: str, auth: HeadlessOAuth, calls: int = 1, mode: s
             results.append((await client.call_tool("whoami")).data)
             results.append((await client.call_tool("check_site_access", {"site": FINANCE_SITE})).data)
     return results
-
-
-def test_redis_server_is_debians_and_private(redis: RedisServer) -> None:
-    assert redis_server_binary().endswith("redis-server")
-    print(f"redis-server {redis.version()} at {redis.address}")
-    config = (redis.directory / "redis.conf").read_text()
-    assert "bind 127.0.0.1" in config and 'save ""' in config and "appendonly no" in config
-    assert (redis.directory / "redis.conf").stat().st_mode & 0o077 == 0, "the config holds the password"
-    import redis as redis_py
-
-    with redis_py.Redis(host="127.0.0.1", port=redis.port) as anonymous, pytest.raises(
-        redis_py.exceptions.AuthenticationError
-    ):
-        anonymous.ping()
-
-
-def test_missing_redis_server_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OBOKIT_REDIS_SERVER", str(tmp_path / "nope"))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("obokit.redis_server.DEBIAN_BINARY", str(tmp_path / "redis-server"))
-    with pytest.raises(RedisNotInstalled, match="apt-get install redis-server"):
-        start_redis()
 
 
 async def test_registered_through_replica_1_works_through_replica_2_and_after_a_restart(
