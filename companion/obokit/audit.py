@@ -109,7 +109,7 @@ class AuditLog:
             try:
                 assert self.path is not None
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
                 with os.fdopen(fd, "a") as handle:
                     handle.write("".join(line for line, _ in batch))
                 self.writer_thread_id = threading.get_ident()

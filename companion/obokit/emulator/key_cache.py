@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from ..files import private_dir, write_private
+from ..files import owned_by_me, owner_only, private_dir, write_private
 
 __all__ = ["KEY_FILES", "keep_key_material", "key_cache_dir", "reuse_key_material"]
 
@@ -44,7 +44,7 @@ def key_cache_dir() -> Path | None:
 
 def _private_to_us(path: Path, kind: int) -> bool:
     info = os.lstat(path)
-    return stat.S_IFMT(info.st_mode) == kind and info.st_uid == os.getuid() and info.st_mode & 0o077 == 0
+    return stat.S_IFMT(info.st_mode) == kind and owner_only(info)
 
 
 def _public_numbers(pem: bytes, *, private: bool):
@@ -120,7 +120,7 @@ def keep_key_material(state_dir: Path, *, replace: bool = False) -> None:
             for name in KEY_FILES:
                 write_private(staging / name, (state_dir / name).read_bytes())
             if os.path.lexists(cache):
-                if os.lstat(cache).st_uid != os.getuid():
+                if not owned_by_me(os.lstat(cache)):
                     return
                 stale = Path(tempfile.mkdtemp(prefix=f".{cache.name}-stale-", dir=cache.parent))
                 try:
