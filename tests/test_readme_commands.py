@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ def make_commands() -> list[str]:
     """What make would run for `workbook` and `test` from scratch, without the network namespace wrapper."""
     make = shutil.which("make")
     assert make, "GNU make is part of the README's promise"
-    printed = subprocess.run([make, "-n", "-B", "workbook", "test", "NETLESS="], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout
+    # Not as a sub-make of `make test` (whose MAKEFLAGS/MAKELEVEL would add "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    printed = subprocess.run([make, "--no-print-directory", "-n", "-B", "workbook", "test", "NETLESS="], cwd=ROOT,
+                             check=True, capture_output=True, text=True, env=env).stdout
     commands = []
     for line in printed.splitlines():
         line = line.strip()
