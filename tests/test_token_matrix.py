@@ -68,6 +68,14 @@ CASES: dict[str, str | None] = {
     "missing scope mcp-access": None,
     "app-only token (no scp)": None,
     "unknown crit header": None,
+    # validly signed, but claims Entra would never issue (obokit.verifier's claim rules)
+    "oid not a GUID": "oid is not a GUID",
+    "scp as a list": "scp is not a space-separated string",
+    "ver 1.0 with the v2 issuer": "does not match the v2 issuer",
+    "a 30-day lifetime": "Entra issues none longer",
+    "roles as a string": "roles is not a list of strings",
+    "idtyp not a token type": "is not a token type Entra issues",
+    "a calling app the server does not trust": "is not one this server trusts",
 }
 FASTMCP_GAPS = {case for case, reason in CASES.items() if reason}
 
@@ -128,6 +136,13 @@ def hostile_tokens(emu: Emulator, reg: Registration, valid: str, folder: Path) -
         "missing scope mcp-access": forge(keys, valid, scp="User.Read"),
         "app-only token (no scp)": app_only_token(emu, reg),
         "unknown crit header": forge(keys, valid, header={"crit": ["urn:obokit:unknown"], "urn:obokit:unknown": True}),
+        "oid not a GUID": forge(keys, valid, oid="admin"),
+        "scp as a list": forge(keys, valid, scp=["mcp-access"]),
+        "ver 1.0 with the v2 issuer": forge(keys, valid, ver="1.0"),
+        "a 30-day lifetime": forge(keys, valid, iat=now, nbf=now, exp=now + 30 * 24 * HOUR),
+        "roles as a string": forge(keys, valid, roles="Task.Write"),
+        "idtyp not a token type": forge(keys, valid, idtyp="device"),
+        "a calling app the server does not trust": forge(keys, valid, azp=str(uuid.uuid4())),
     }
     assert set(tokens) == set(CASES)
     return tokens
@@ -251,8 +266,10 @@ async def test_fastmcp_alone_accepts_exactly_the_cases_obokit_closes(matrix: Mat
 # -- the policy itself, at its edges (no server) ----------------------------------------------
 NOW = 1_900_000_000
 TENANT = "11111111-2222-3333-4444-555555555555"
+SERVER_APP = "66666666-7777-8888-9999-000000000000"
 BASE = {"iss": f"https://login.microsoftonline.com/{TENANT}/v2.0", "tid": TENANT, "iat": NOW, "nbf": NOW,
-        "exp": NOW + HOUR, "scp": "mcp-access", "oid": "user-oid", "idtyp": "user"}
+        "exp": NOW + HOUR, "scp": "mcp-access Task.Read", "oid": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "sub": "pairwise-subject", "ver": "2.0", "azp": SERVER_APP, "roles": ["Task.Read"]}
 
 
 @pytest.mark.parametrize(("changes", "header", "reason"), [
@@ -267,10 +284,36 @@ BASE = {"iss": f"https://login.microsoftonline.com/{TENANT}/v2.0", "tid": TENANT
     ({"idtyp": "app"}, {}, "app-only"),
     ({"scp": None, "roles": ["mcp-access"]}, {}, "app-only"),
     ({}, {"crit": []}, "critical header"),
+    # the shape of each claim relied on, and the claims agreeing with each other
+    ({"idtyp": "user"}, {}, None),
+    ({"iat": None}, {}, "times out of order"),
+    ({"iat": NOW, "exp": NOW}, {}, "times out of order"),
+    ({"iat": NOW - 10, "nbf": NOW, "exp": NOW}, {}, "times out of order"),
+    ({"exp": NOW + 28 * HOUR}, {}, None),
+    ({"exp": NOW + 28 * HOUR + 1}, {}, "Entra issues none longer"),
+    ({"tid": "not-a-guid", "iss": "https://login.microsoftonline.com/not-a-guid/v2.0"}, {"tenant": "not-a-guid"}, "not this server's tenant"),
+    ({"ver": "1.0"}, {}, "does not match the v2 issuer"),
+    ({"ver": None}, {}, "does not match the v2 issuer"),
+    ({"iss": f"https://sts.windows.net/{TENANT}/", "azp": None, "appid": SERVER_APP}, {}, "does not match the v1 issuer"),
+    ({"iss": f"https://sts.windows.net/{TENANT}/", "ver": "1.0", "azp": None, "appid": SERVER_APP}, {}, None),
+    ({"iss": f"https://sts.windows.net/{TENANT}/", "ver": "1.0"}, {}, "no calling application (appid"),
+    ({"idtyp": "device"}, {}, "not a token type"),
+    ({"scp": ["mcp-access"]}, {}, "scp is not a space-separated string"),
+    ({"scp": "mcp-access  Task.Read"}, {}, "scp is not a space-separated string"),
+    ({"scp": "mcp-access\nTask.Read"}, {}, "scp is not a space-separated string"),
+    ({"oid": "adele"}, {}, "oid is not a GUID"),
+    ({"sub": ""}, {}, "no sub claim"),
+    ({"roles": "Task.Read"}, {}, "roles is not a list of strings"),
+    ({"roles": ["Task.Read", 7]}, {}, "roles is not a list of strings"),
+    ({"azp": None}, {}, "no calling application (azp"),
+    ({"azp": "vs-code"}, {}, "no calling application (azp"),
+    ({"azp": "12345678-1234-1234-1234-123456789012"}, {}, "is not one this server trusts"),
+    ({"azp": SERVER_APP.upper()}, {}, None),
 ])
 def test_rejection_reason_at_the_edges(changes: dict, header: dict, reason: str | None) -> None:
     claims = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
-    found = rejection_reason(header, claims, tenant_id=TENANT, now=NOW)
+    tenant = header.pop("tenant", TENANT)
+    found = rejection_reason(header, claims, tenant_id=tenant, now=NOW, trusted_callers=[SERVER_APP])
     assert (found is None) if reason is None else (found is not None and reason in found), found
 
 
