@@ -156,9 +156,11 @@ CASES: dict[str, tuple[int, str, Callable[[Tenant], Obo]]] = {
         50013, "invalid_grant", lambda t: Obo(t.api.app_id, t.api.secret, tamper(t.bruno), [GRAPH_USER_READ])),
     "expired-assertion": (
         500133, "invalid_grant", lambda t: Obo(t.api.app_id, t.api.secret, t.expired, [GRAPH_USER_READ])),
-    "unknown-scope": (
-        70011, "invalid_scope",
+    "misspelt-scope": (  # a scope Graph does not expose: 650053 (O365/python-o365#551)
+        650053, "invalid_client",
         lambda t: Obo(t.api.app_id, t.api.secret, t.bruno, ["https://graph.microsoft.com/Nope.Nope"])),
+    "unknown-resource": (
+        70011, "invalid_scope", lambda t: Obo(t.api.app_id, t.api.secret, t.bruno, ["api://no-such-api/Nope"])),
     "unknown-client": (
         700016, "unauthorized_client", lambda t: Obo(str(uuid.uuid4()), t.api.secret, t.bruno, [GRAPH_USER_READ])),
     "wrong-secret": (
@@ -166,7 +168,7 @@ CASES: dict[str, tuple[int, str, Callable[[Tenant], Obo]]] = {
     "no-service-principal": (
         7000229, "invalid_client", lambda t: Obo(t.no_sp.app_id, t.no_sp.secret, t.bruno, [GRAPH_USER_READ])),
     "app-only-assertion": (
-        7000114, "invalid_grant", lambda t: Obo(t.api.app_id, t.api.secret, t.app_only, [GRAPH_USER_READ])),
+        7000114, "unauthorized_client", lambda t: Obo(t.api.app_id, t.api.secret, t.app_only, [GRAPH_USER_READ])),
     "two-resources": (
         28000, "invalid_request", lambda t: Obo(t.api.app_id, t.api.secret, t.bruno, [GRAPH_USER_READ, t.api.scope])),
 }
@@ -176,7 +178,7 @@ CASES: dict[str, tuple[int, str, Callable[[Tenant], Obo]]] = {
 def test_the_fixtures_are_what_the_cases_claim(emulator: Emulator, tenant: Tenant) -> None:
     """Guards the cases: the 'good' inputs succeed, so each failure below is caused by the one thing changed."""
     assert unverified(tenant.app_only)["aud"] == tenant.api.app_id
-    assert unverified(tenant.app_only)["idtyp"] == "app" and "scp" not in unverified(tenant.app_only)
+    assert "scp" not in unverified(tenant.app_only) and unverified(tenant.app_only)["oid"] == tenant.api.sp_id
     assert unverified(tenant.expired)["exp"] <= time.time()
     assert unverified(tenant.bruno_for_other)["aud"] == tenant.other.app_id
     result = confidential(emulator, tenant.api.app_id, tenant.api.secret).acquire_token_on_behalf_of(

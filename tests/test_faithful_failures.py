@@ -70,10 +70,11 @@ def test_mfa_policy_is_a_claims_challenge_through_msal_then_cleared(emulator: Em
         result = confidential(emulator, api).acquire_token_on_behalf_of(bruno, [GRAPH_USER_READ])
     finally:
         emulator.service.conditional_access.remove(policy)
-    assert result["error"] == "interaction_required" and result["error_codes"] == [50076]
+    # `invalid_grant` + `suberror` + `claims`: the newest real capture (MSAL.js#5491, 2023)
+    assert result["error"] == "invalid_grant" and result["suberror"] == "basic_action" and result["error_codes"] == [50076]
     assert result["error_description"].startswith(
         f"AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new "
-        f"location, you must use multi-factor authentication to access '{GRAPH_APP_ID}'.\r\nTrace ID: ")
+        f"location, you must use multi-factor authentication to access '{GRAPH_APP_ID}'. Trace ID: ")
     challenge = json.loads(result["claims"])  # what the middle tier hands back to the client
     assert challenge == {"access_token": {"capolids": {"essential": True, "values": [policy]}}}
     after = confidential(emulator, api).acquire_token_on_behalf_of(bruno, [GRAPH_USER_READ])
@@ -129,20 +130,26 @@ async def test_mfa_policy_through_azure_identity(emulator: Emulator, api: Regist
 
 
 # -- AADSTS28003: an authorization code redeemed without a scope ---------------------------------
-def test_code_redeemed_without_scope_is_28003(emulator: Emulator, api: Registration) -> None:
-    """A hand-written code exchange that drops `scope` (MSAL always sends one): 400 invalid_request 28003."""
-    flow = confidential(emulator, api).initiate_auth_code_flow([api.scope], redirect_uri=REDIRECT_URI, response_mode="form_post")
-    callback = run_async(HeadlessBrowser(account=user_upn("chen")).sign_in(flow["auth_uri"], redirect_uri=REDIRECT_URI))
-    code = dict(parse_qsl(urlsplit(callback).query))["code"]
-    response = httpx.post(f"{emulator.tenant_authority}/oauth2/v2.0/token", data={
-        "grant_type": "authorization_code", "client_id": api.app_id, "client_secret": api.secret, "code": code,
-        "redirect_uri": REDIRECT_URI, "code_verifier": flow["code_verifier"]})
-    assert response.status_code == 400
-    body = response.json()
-    assert body["error"] == "invalid_request" and body["error_codes"] == [28003]
-    assert body["error_description"].startswith(
-        "AADSTS28003: Provided value for the input parameter scope can't be empty when requesting an access token "
-        "using the provided authorization code.")
+def test_code_redeemed_without_scope_is_28003_only_when_ambiguous(emulator: Emulator, api: Registration) -> None:
+    """A hand-written code exchange that drops `scope` (MSAL always sends one) gets the authorize request's
+    scopes (MSAL-Python#125); only when those named two resources is it 400 invalid_request 28003."""
+    app = confidential(emulator, api)
+    for scopes, ok in (([api.scope], True), ([api.scope, GRAPH_USER_READ], False)):
+        flow = app.initiate_auth_code_flow(scopes, redirect_uri=REDIRECT_URI, response_mode="form_post")
+        callback = run_async(HeadlessBrowser(account=user_upn("chen")).sign_in(flow["auth_uri"], redirect_uri=REDIRECT_URI))
+        code = dict(parse_qsl(urlsplit(callback).query))["code"]
+        response = httpx.post(f"{emulator.tenant_authority}/oauth2/v2.0/token", data={
+            "grant_type": "authorization_code", "client_id": api.app_id, "client_secret": api.secret, "code": code,
+            "redirect_uri": REDIRECT_URI, "code_verifier": flow["code_verifier"]})
+        body = response.json()
+        if ok:
+            assert response.status_code == 200 and "access_token" in body, body
+            continue
+        assert response.status_code == 400
+        assert body["error"] == "invalid_request" and body["error_codes"] == [28003]
+        assert body["error_description"].startswith(
+            "AADSTS28003: Provided value for the input parameter scope cannot be empty when requesting an access "
+            "token using the provided authorization code. Please specify a valid scope.")
 
 
 # -- Graph 429 with Retry-After, as the caller sees it -------------------------------------------

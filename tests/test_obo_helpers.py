@@ -76,10 +76,11 @@ async def test_raw_exchange_bad_secret_is_7000215_http_401(target, api, bruno) -
     assert (failure.value.status, failure.value.error, failure.value.code) == (401, "invalid_client", 7000215)
 
 
-async def test_raw_exchange_unknown_scope_is_70011(target, api, bruno) -> None:
+async def test_raw_exchange_misspelt_scope_is_650053(target, api, bruno) -> None:
     with pytest.raises(OboError) as failure:
         await raw_obo_exchange(target, api.app_id, api.secret, bruno, ["https://graph.microsoft.com/Nope.Nothing"])
-    assert (failure.value.error, failure.value.code) == ("invalid_scope", 70011)
+    assert (failure.value.error, failure.value.code) == ("invalid_client", 650053)
+    assert "Trace ID" not in failure.value.description and "'Nope.Nothing'" in failure.value.description
 
 
 def test_msal_obo_and_its_consent_error(emulator, target, api, bruno) -> None:

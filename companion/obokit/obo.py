@@ -28,6 +28,7 @@ exchange per assertion and scopes, concurrent first calls coalesced) without the
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -52,11 +53,21 @@ class HasAuthority(Protocol):
     is_emulator: bool
 
 
+_TRACE_SUFFIX = re.compile(r"\s+Trace ID:")
+
+
+def entra_message(description: str) -> str:
+    """The message of an Entra `error_description`, without the Trace ID, Correlation ID and Timestamp after it
+    (separated by CRLF in bodies up to 2023, by single spaces since)."""
+    lines = _TRACE_SUFFIX.split(description, maxsplit=1)[0].splitlines()
+    return lines[0].strip() if lines else ""
+
+
 class OboError(RuntimeError):
     """Entra refused an OBO exchange.
 
     `code` is the AADSTS number (65001, 500131, ...), `error` the OAuth error (`invalid_grant`),
-    `description` the first line of `error_description`, `body` Entra's error body without any
+    `description` the message of `error_description` (`entra_message`), `body` Entra's error body without any
     token or secret, `status` the HTTP status (None when MSAL reported the error).
     """
 
@@ -66,8 +77,7 @@ class OboError(RuntimeError):
         self.error: str = str(body.get("error", "unknown_error"))
         codes = body.get("error_codes") or []
         self.code: int | None = int(codes[0]) if codes else None
-        text = str(body.get("error_description", "")).splitlines()
-        self.description = text[0] if text else ""
+        self.description = entra_message(str(body.get("error_description", "")))
         super().__init__(f"{self.error}: {self.description}")
 
     @property
@@ -202,6 +212,7 @@ class CountingSession(requests.Session):
 
 
 __all__ = [
+    "entra_message",
     "JWT_BEARER",
     "GRAPH_DEFAULT",
     "OboError",

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from .expenses import CATEGORIES, ExpenseBook, InvalidExpense, shown
 from .middleware import current_caller, refusal, schemas_from_gate
-from .obo import OboError
+from .obo import OboError, entra_message
 from .obo_cache import OboCache
 
 GRAPH = "https://graph.microsoft.com"
@@ -76,8 +76,8 @@ async def on_behalf_of(scopes: Sequence[str]) -> str:
     try:
         return (await credential.get_token(*scopes)).token
     except ClientAuthenticationError as error:
-        found = re.search(r"AADSTS\d+:[^\r\n]*", str(error).replace("\\r\\n", "\n"))
-        reason = found.group(0).strip() if found else type(error).__name__
+        found = re.search(r"AADSTS\d+:.*", str(error).replace("\\r\\n", "\n"))
+        reason = entra_message(found.group(0)) if found else type(error).__name__
         raise refusal(f"Microsoft Entra refused the on-behalf-of exchange: {reason}") from None
 
 

@@ -1,7 +1,7 @@
 """Simulated Conditional Access: policies that require multifactor authentication for a user at a resource.
 
 Entra evaluates Conditional Access when it issues a token for the resource. An On-Behalf-Of exchange for a
-user whose sign-in lacks MFA fails with AADSTS50076 `interaction_required` and a `claims` challenge the
+user whose sign-in lacks MFA fails with AADSTS50076 (`invalid_grant`, `suberror: basic_action`) and a `claims` challenge the
 middle tier must hand back to the client (which signs the user in again with those claims).
 """
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
-from .ids import GRAPH_APP_ID, GRAPH_RESOURCE, TENANT_DOMAIN, TENANT_ID
+from .ids import GRAPH_APP_ID, GRAPH_RESOURCE, TENANT_DOMAIN, TENANT_ID, stable_id
 from .store import Store
 
 OIDC_SCOPES = {"openid", "profile", "email", "offline_access"}
@@ -21,7 +21,7 @@ class ScopeRequest:
     raw: str
     resource_sp: dict[str, Any] | None = None
     resource_app: dict[str, Any] | None = None
-    prefix: str | None = None  # how the client named the resource, e.g. api://{appId} or a GUID
+    prefix: str | None = None  # how the client named the resource, e.g. api://{appId} or a GUID; "" if unnamed (Graph)
     values: list[str] = field(default_factory=list)  # short scope names, e.g. ["User.Read"]
     default: bool = False  # ".default" was requested
     oidc: list[str] = field(default_factory=list)
@@ -29,6 +29,26 @@ class ScopeRequest:
     @property
     def is_graph(self) -> bool:
         return bool(self.resource_sp and self.resource_sp["appId"] == GRAPH_APP_ID)
+
+
+def new_service_principal(app: dict[str, Any], *, tags: list[str] | None = None,
+                          assignment_required: bool = False) -> dict[str, Any]:
+    """The service principal record of `app` in the tenant (created by Graph's POST /servicePrincipals or by
+    a user's first consent)."""
+    return {
+        "id": stable_id("sp", app["appId"]),
+        "appId": app["appId"],
+        "displayName": app["displayName"],
+        "appDisplayName": app["displayName"],
+        "appOwnerOrganizationId": TENANT_ID,
+        "accountEnabled": True,
+        "appRoleAssignmentRequired": assignment_required,
+        "servicePrincipalType": "Application",
+        "signInAudience": app.get("signInAudience"),
+        "tags": tags or [],
+        "passwordCredentials": [],
+        "keyCredentials": [],
+    }
 
 
 class Directory:
@@ -54,11 +74,16 @@ class Directory:
                 return user
         return None
 
-    def require_client(self, client_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The app and its service principal, or AADSTS700016 / 7000229."""
+    def require_app(self, client_id: str) -> dict[str, Any]:
+        """The client's app registration, or AADSTS700016."""
         app = self.app(client_id)
         if app is None:
             raise errors.unknown_client(client_id, TENANT_DOMAIN)
+        return app
+
+    def require_client(self, client_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The app and its service principal, or AADSTS700016 / 7000229."""
+        app = self.require_app(client_id)
         sp = self.sp(client_id)
         if sp is None:
             raise errors.missing_service_principal(client_id, TENANT_ID)
@@ -88,7 +113,7 @@ class Directory:
 
     # -- scopes ---------------------------------------------------------------------------
     def _resource_for_prefix(self, prefix: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-        if prefix.rstrip("/") in (GRAPH_RESOURCE, GRAPH_APP_ID, "https://graph.microsoft.com/v1.0"):
+        if prefix.rstrip("/") in ("", GRAPH_RESOURCE, GRAPH_APP_ID, "https://graph.microsoft.com/v1.0"):
             sp = self.sp(GRAPH_APP_ID)
             return (sp, None) if sp else None
         for app in self.store.all("applications"):
@@ -106,8 +131,11 @@ class Directory:
                 return sp, app
         return None
 
-    def resolve_scopes(self, raw: str | None) -> ScopeRequest:
-        """Split a scope parameter into OIDC scopes and one resource's scopes (28000 / 70011 otherwise)."""
+    def resolve_scopes(self, raw: str | None, client_name: str = "") -> ScopeRequest:
+        """Split a scope parameter into OIDC scopes and one resource's scopes.
+
+        Errors: 28000 for two resources, 70011 for a malformed scope or an unknown resource, 650053 for a scope
+        the resource does not expose (`client_name` names the asking app in its message)."""
         raw = (raw or "").strip()
         request = ScopeRequest(raw=raw)
         by_prefix: dict[str, list[str]] = {}
@@ -120,8 +148,8 @@ class Directory:
             elif _GUID.match(item):
                 raise errors.invalid_scope(raw)
             else:
-                prefix, value = GRAPH_RESOURCE, item  # unprefixed scopes mean Microsoft Graph
-            if not value or not prefix:
+                prefix, value = "", item  # unprefixed scopes mean Microsoft Graph
+            if not value or (not prefix and "/" in item):
                 raise errors.invalid_scope(
                     raw,
                     " The scope format is invalid. Scope must be in a valid URI form "
@@ -144,15 +172,25 @@ class Directory:
                     continue
                 known = {s["value"] for s in self.exposed_scopes(sp, app) if s.get("isEnabled", True)}
                 if value not in known:
-                    raise errors.invalid_scope(raw)
+                    raise errors.scope_not_on_resource(client_name, value, sp["appId"])
                 request.values.append(value)
         return request
 
-    def resolve_consent_scopes(self, raw: str | None) -> list[ScopeRequest]:
+    @staticmethod
+    def check_resource(resource: str | None, scopes: ScopeRequest) -> None:
+        """An RFC 8707 `resource` must be, byte for byte, an identifier URI of the app whose scopes are requested
+        (learn.microsoft.com "Secure an MCP server with Entra ID"; no trailing-slash tolerance, claude-code#52871).
+        Graph scopes (also bare ones like `mcp.read`) match no `resource` (anthropics/claude-ai-mcp#514)."""
+        if resource is None:
+            return
+        if scopes.resource_app is None or resource not in scopes.resource_app.get("identifierUris", []):
+            raise errors.resource_mismatch()
+
+    def resolve_consent_scopes(self, raw: str | None, client_name: str = "") -> list[ScopeRequest]:
         """/authorize may name several resources, consented in one prompt (MSAL's "extra scopes to
         consent", fastmcp's `additional_authorize_scopes`); a token is still one resource (28000 at /token)."""
         try:
-            return [self.resolve_scopes(raw)]
+            return [self.resolve_scopes(raw, client_name)]
         except errors.EntraError as exc:
             if exc.code != 28000:
                 raise
@@ -161,8 +199,8 @@ class Directory:
         by_resource: dict[str, list[str]] = {}
         for item in items:
             if item not in OIDC_SCOPES:
-                by_resource.setdefault(self.resolve_scopes(item).resource_sp["id"], []).append(item)
-        return [self.resolve_scopes(" ".join([*group, *oidc])) for group in by_resource.values()]
+                by_resource.setdefault(self.resolve_scopes(item, client_name).resource_sp["id"], []).append(item)
+        return [self.resolve_scopes(" ".join([*group, *oidc]), client_name) for group in by_resource.values()]
 
     def exposed_scopes(self, sp: dict[str, Any], app: dict[str, Any] | None) -> list[dict[str, Any]]:
         if app is not None:
@@ -206,15 +244,18 @@ class Directory:
     def effective_scopes(
         self, client_app: dict[str, Any], client_sp: dict[str, Any], scopes: ScopeRequest, user_id: str | None
     ) -> list[str]:
-        """The `scp` values a delegated token gets: requested ones, or all consented ones for `.default`."""
-        if not scopes.default:
-            return list(scopes.values)
+        """The `scp` values a delegated token gets: every scope consented for this client on the resource,
+        whatever subset was requested (OIDC ones included: asked for `User.Read`, a real Graph token had
+        `email Mail.Read profile User.Read openid`, MSAL.js#5672), plus those requested and pre-authorized."""
         assert scopes.resource_sp is not None
         if scopes.resource_app is not None and scopes.resource_app["appId"] == client_app["appId"]:
+            if not scopes.default:
+                return list(scopes.values)
             return [s["value"] for s in self.exposed_scopes(scopes.resource_sp, scopes.resource_app)]
         covered = self.granted_scopes(client_sp["id"], scopes.resource_sp["id"], user_id)
-        covered |= self.is_preauthorized(client_app["appId"], scopes.resource_app)
-        return sorted(covered - OIDC_SCOPES) or sorted(covered)
+        if scopes.default:
+            covered |= self.is_preauthorized(client_app["appId"], scopes.resource_app)
+        return sorted(covered | set(scopes.values), key=str.lower)
 
     def assigned_roles(self, principal_ids: list[str], resource_sp: dict[str, Any]) -> list[str]:
         """App role values assigned on `resource_sp` to any of `principal_ids`."""

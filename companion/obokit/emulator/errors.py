@@ -1,6 +1,10 @@
 """Error bodies in the shapes Entra and Microsoft Graph really send.
 
-Entra: `{"error", "error_description": "AADSTS<n>: ...\\r\\nTrace ID...", "error_codes": [n], ...}`.
+Entra: `{"error", "error_description": "AADSTS<n>: ... Trace ID: ... Correlation ID: ... Timestamp: ...",
+"error_codes": [n], ...}`. The parts of `error_description` are separated by single spaces, as in raw bodies
+captured in 2024 (Azure-Samples/ms-identity-dotnet-webapi-azurefunctions#3, Azure/azure-sdk-for-go#22386);
+bodies up to 2023 used `\\r\\n` (OfficeDev/microsoft-365-agents-toolkit#8621): parse neither, use
+`error_codes`.
 Graph: `{"error": {"code", "message", "innerError": {"date", "request-id", "client-request-id"}}}`.
 """
 
@@ -46,8 +50,8 @@ class EntraError(Exception):
         body: dict[str, Any] = {
             "error": self.error,
             "error_description": (
-                f"AADSTS{self.code}: {self.message}\r\nTrace ID: {trace_id}\r\n"
-                f"Correlation ID: {correlation_id}\r\nTimestamp: {stamp}"
+                f"AADSTS{self.code}: {self.message} Trace ID: {trace_id} "
+                f"Correlation ID: {correlation_id} Timestamp: {stamp}"
             ),
             "error_codes": [self.code],
             "timestamp": stamp,
@@ -165,6 +169,24 @@ def invalid_scope(scopes: str, detail: str = "") -> EntraError:
     )
 
 
+def scope_not_on_resource(client_name: str, scope: str, resource_app_id: str) -> EntraError:
+    """A misspelt scope of an existing resource (O365/python-o365#551: `invalid_client`, AADSTS650053)."""
+    return EntraError(
+        650053,
+        "invalid_client",
+        f"The application '{client_name}' asked for scope '{scope}' that doesn't exist on the resource "
+        f"'{resource_app_id}'. Contact the app vendor.",
+    )
+
+
+def resource_mismatch() -> EntraError:
+    """RFC 8707 `resource` that is not an identifier URI of the app owning the scopes (enforced since
+    March 2026: microsoft/vscode#321249, microsoft/azure-devops-mcp#1381, anthropics/claude-code#73460)."""
+    return EntraError(
+        9010010, "invalid_target", "The resource parameter provided in the request doesn't match with the requested scopes."
+    )
+
+
 def multiple_resources(scopes: str) -> EntraError:
     return EntraError(
         28000,
@@ -175,9 +197,12 @@ def multiple_resources(scopes: str) -> EntraError:
 
 
 def mfa_required(resource: str, claims: str) -> EntraError:
+    """The evidence conflicts: the OBO doc's 2017 example says `interaction_required` (50079); the newest real
+    capture of an OBO exchange, 2023 (MSAL.js#5491), says `invalid_grant` + `suberror: basic_action` + `claims`.
+    The newest wins; branch on `claims`/`suberror`, never on `error`."""
     return EntraError(
         50076,
-        "interaction_required",
+        "invalid_grant",
         "Due to a configuration change made by your administrator, or because you moved to a new location, "
         f"you must use multi-factor authentication to access '{resource}'.",
         suberror="basic_action",

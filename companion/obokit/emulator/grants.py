@@ -81,6 +81,15 @@ class Stats:
         self.obo_by_user_scope.clear()
 
 
+def _hex_thumbprint(kid: Any) -> str:
+    """The certificate thumbprint a `kid` stands for, as Entra prints it (40 hex digits); the kid if it is none."""
+    try:
+        raw = base64.urlsafe_b64decode(str(kid) + "=" * (-len(str(kid)) % 4))
+    except ValueError:
+        return str(kid)
+    return raw.hex().upper() if len(raw) == 20 else str(kid)
+
+
 def pkce_s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -156,13 +165,10 @@ class TokenService:
             principals, scp = [subject.client_sp["id"]], []
         roles = self.directory.assigned_roles(principals, scopes.resource_sp)
         access_token, lifetime = self.tokens.access_token(subject, scopes, scp=scp, roles=roles)
-        body: dict[str, Any] = {
-            "token_type": "Bearer",
-            "scope": response_scope(scopes, scp) if user else response_scope(scopes, [".default"]),
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": access_token,
-        }
+        body: dict[str, Any] = {"token_type": "Bearer"}
+        if user is not None:  # a client-credentials answer has no `scope` (entra-docs v2-oauth2-client-creds-grant-flow.md)
+            body["scope"] = response_scope(scopes, scp)
+        body.update(expires_in=lifetime, ext_expires_in=lifetime, access_token=access_token)
         if user is not None:
             if "offline_access" in scopes.oidc:
                 body["refresh_token"] = await self._store_refresh_token(subject, refresh_scope or scopes.raw)
@@ -199,13 +205,6 @@ class TokenService:
         code = form.get("code")
         if not code:
             raise errors.missing_parameter("code")
-        if not (form.get("scope") or "").strip():
-            raise EntraError(
-                28003,
-                "invalid_request",
-                "Provided value for the input parameter scope can't be empty when requesting an access "
-                "token using the provided authorization code. Specify a valid scope.",
-            )
         pending = self.codes.get(code)
         if pending is None or pending.client_id != app["appId"]:
             raise EntraError(
@@ -234,13 +233,32 @@ class TokenService:
                     501481, "invalid_grant", "The Code_Verifier doesn't match the code_challenge supplied in the authorization request."
                 )
         pending.redeemed = True
-        scopes = self.directory.resolve_scopes(form["scope"])
+        scopes = self._redemption_scopes(form.get("scope"), pending, app)
+        self.directory.check_resource(form.get("resource"), scopes)
         user = self.directory.user(pending.user_id)
         subject = Subject(user, app, sp, authenticated)
         self._require_consent(subject, scopes)
         return await self.issue(
             subject, scopes, nonce=pending.nonce, want_client_info=form.get("client_info") == "1"
         )
+
+    def _redemption_scopes(self, scope: str | None, pending: PendingCode, app: dict[str, Any]) -> ScopeRequest:
+        """`scope` is optional when a code is redeemed: the authorize request's scopes apply (entra-docs
+        v2-oauth2-auth-code-flow.md; MSAL-Python#125). If those named several resources, one must be chosen:
+        AADSTS28003 (text of SecureAuthCorp/oauth2c#130)."""
+        if (scope or "").strip():
+            return self.directory.resolve_scopes(scope, app["displayName"])
+        try:
+            return self.directory.resolve_scopes(pending.scope, app["displayName"])
+        except EntraError as exc:
+            if exc.code != 28000:
+                raise
+            raise EntraError(
+                28003,
+                "invalid_request",
+                "Provided value for the input parameter scope cannot be empty when requesting an access token "
+                "using the provided authorization code. Please specify a valid scope.",
+            ) from None
 
     async def _refresh_token(self, form, app, sp, authenticated) -> dict[str, Any]:
         token = form.get("refresh_token")
@@ -251,7 +269,8 @@ class TokenService:
             raise EntraError(9002313, "invalid_grant", "Invalid request. Request is malformed or invalid. - [The refresh token is invalid.]")
         if time.time() > record["expiresAt"]:
             raise EntraError(700082, "invalid_grant", "The refresh token has expired due to inactivity.")
-        scopes = self.directory.resolve_scopes(form.get("scope") or record["scope"])
+        scopes = self.directory.resolve_scopes(form.get("scope") or record["scope"], app["displayName"])
+        self.directory.check_resource(form.get("resource"), scopes)
         if not scopes.oidc:
             scopes.oidc.append("offline_access")
         subject = Subject(self.directory.user(record["userId"]), app, sp, authenticated)
@@ -262,7 +281,7 @@ class TokenService:
         if not authenticated:
             raise errors.missing_credential()
         scope = form.get("scope") or ""
-        scopes = self.directory.resolve_scopes(scope)
+        scopes = self.directory.resolve_scopes(scope, app["displayName"])
         if not scopes.default or scopes.values or scopes.resource_sp is None:
             raise EntraError(
                 1002012,
@@ -277,16 +296,18 @@ class TokenService:
         if not device_code:
             raise errors.missing_parameter("device_code")
         flow = self.device_flows.get(device_code)
+        # Errors of entra-docs v2-oauth2-device-code.md; texts of 70016 and 70020 as captured in
+        # MicrosoftDocs/azure-docs#33126 and Azure/azure-cli#22251 (the AADSTS codes of the other two are not public).
         if flow is None or flow.client_id != app["appId"]:
-            raise EntraError(70000, "invalid_grant", "The provided value for the 'device_code' is not valid.")
+            raise EntraError(70000, "bad_verification_code", "The provided value for the input parameter 'device_code' is not valid.")
         if time.time() > flow.expires_at:
-            raise EntraError(70019, "expired_token", "Verification code expired.")
+            raise EntraError(70020, "expired_token", "The provided value for the input parameter 'device_code' is not valid. This device code has expired.")
         if flow.declined:
             raise EntraError(70000, "authorization_declined", "The user declined the request.")
         if flow.user_id is None:
-            raise EntraError(70016, "authorization_pending", "OAuth 2.0 device flow error. Authorization is still pending. Continue polling.")
+            raise EntraError(70016, "authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
         del self.device_flows[device_code]
-        scopes = self.directory.resolve_scopes(flow.scope)
+        scopes = self.directory.resolve_scopes(flow.scope, app["displayName"])
         subject = Subject(self.directory.user(flow.user_id), app, sp, authenticated)
         self._require_consent(subject, scopes)
         return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1")
@@ -307,12 +328,15 @@ class TokenService:
                 algorithms=["RS256"],
                 options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "require": ["exp"]},
             )
-        except (jwt.PyJWTError, KeyError):
+        except (jwt.PyJWTError, KeyError) as exc:
+            # As Entra words it (Azure/azure-sdk-for-java#25109, MSAL.NET#2604): the thumbprint in hex
+            reason = "The key was not found." if isinstance(exc, KeyError) else (
+                "The provided signature value did not match the expected signature value.")
             raise EntraError(
                 50013,
                 "invalid_grant",
-                "Assertion failed signature validation. [Reason - The provided signature value did not "
-                f"match the expected signature value., Thumbprint of key used by client: '{header.get('kid', '')}']",
+                f"Assertion failed signature validation. [Reason - {reason}, Thumbprint of key used by client: "
+                f"'{_hex_thumbprint(header.get('kid', ''))}']",
             ) from None
         if claims.get("iss") not in (v2_issuer(self.tokens.authority), V1_ISSUER):
             raise EntraError(50013, "invalid_grant", "Assertion failed signature validation. [Reason - The issuer is not trusted.]")
@@ -356,12 +380,12 @@ class TokenService:
             )
         user = self.directory.user(claims.get("oid", ""))
         if "scp" not in claims or claims.get("idtyp") == "app" or user is None:
-            raise EntraError(
+            raise EntraError(  # `unauthorized_client`: MSAL.NET#2130
                 7000114,
-                "invalid_grant",
+                "unauthorized_client",
                 f"Application '{app['appId']}' is not allowed to make application on-behalf-of calls.",
             )
-        scopes = self.directory.resolve_scopes(form["scope"])
+        scopes = self.directory.resolve_scopes(form["scope"], app["displayName"])
         subject = Subject(user, app, sp, True)
         self._require_consent(subject, scopes)
         self.conditional_access.check(claims, (scopes.resource_sp or {}).get("appId", GRAPH_APP_ID))

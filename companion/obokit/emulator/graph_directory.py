@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from .errors import GraphError
 from . import graph_schema as schema
+from .directory import new_service_principal
 from .graph_core import Caller, GraphContext, RouteEntry, no_content, not_found, read_json, route
-from .ids import TENANT_DOMAIN, TENANT_ID, stable_id
+from .ids import TENANT_DOMAIN, TENANT_ID, stable_id, stable_key_id
 from .odata import apply_filter, parse_top
 
 APP_WRITE = {"Application.ReadWrite.All"}
@@ -24,6 +25,9 @@ ROLE_WRITE = {"AppRoleAssignment.ReadWrite.All"}
 ROLE_READ = ROLE_WRITE | APP_READ
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "~._-"
 _KEY = r"(?:/(?P<id>[0-9A-Za-z-]+)|\(appId='(?P<appid>[^']+)'\))"
+
+
+PERSONAL_ACCOUNT_AUDIENCES = ("AzureADandPersonalMicrosoftAccount", "PersonalMicrosoftAccount")
 
 
 def _now() -> str:
@@ -118,8 +122,20 @@ class DirectoryEndpoints:
             "requiredResourceAccess": [],
             "passwordCredentials": [],
             "keyCredentials": [],
+            # More of what Graph answers to POST /applications (application-post-applications.md)
+            "addIns": [],
+            "tags": [],
+            "groupMembershipClaims": None,
+            "optionalClaims": None,
+            "info": {"logoUrl": None, "marketingUrl": None, "privacyStatementUrl": None, "supportUrl": None,
+                     "termsOfServiceUrl": None},
+            "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
         }
         _merge(app, body)
+        if app["signInAudience"] in PERSONAL_ACCOUNT_AUDIENCES and app["api"].get("requestedAccessTokenVersion") is None:
+            # Graph's own answer to a bare POST /applications: this audience only works with v2 tokens
+            # (application-post-applications.md; apiApplication.requestedAccessTokenVersion's description).
+            app["api"]["requestedAccessTokenVersion"] = 2
         self._check_identifier_uris(app, app.get("identifierUris") or [])
         await self.store.put("applications", app)
         return self.ctx.entity(app, "applications/$entity", request, status=201)
@@ -214,20 +230,8 @@ class DirectoryEndpoints:
             raise GraphError(400, "Request_BadRequest", f"The appId '{body.get('appId')}' of the service principal does not reference a valid application object.")
         if self.store.find_one("servicePrincipals", appId=app["appId"]):
             raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "The service principal cannot be created, updated, or restored because the service principal name is already in use.")
-        sp = {
-            "id": stable_id("sp", app["appId"]),
-            "appId": app["appId"],
-            "displayName": app["displayName"],
-            "appDisplayName": app["displayName"],
-            "appOwnerOrganizationId": TENANT_ID,
-            "accountEnabled": True,
-            "appRoleAssignmentRequired": bool(body.get("appRoleAssignmentRequired", False)),
-            "servicePrincipalType": "Application",
-            "signInAudience": app.get("signInAudience"),
-            "tags": body.get("tags", []),
-            "passwordCredentials": [],
-            "keyCredentials": [],
-        }
+        sp = new_service_principal(app, tags=body.get("tags", []),
+                                   assignment_required=bool(body.get("appRoleAssignmentRequired", False)))
         await self.store.put("servicePrincipals", sp)
         return self.ctx.entity(self._sp_view(sp), "servicePrincipals/$entity", request, status=201)
 
@@ -271,7 +275,7 @@ class DirectoryEndpoints:
         if duplicate:
             raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "Permission entry already exists.")
         seq = await self.store.next_seq("grant")
-        grant = {"id": stable_id("grant", seq), "clientId": body["clientId"], "consentType": consent_type,
+        grant = {"id": stable_key_id("grant", seq), "clientId": body["clientId"], "consentType": consent_type,
                  "principalId": principal, "resourceId": body["resourceId"], "scope": (body.get("scope") or "").strip()}
         await self.store.put("oauth2PermissionGrants", grant)
         return self.ctx.entity(grant, "oauth2PermissionGrants/$entity", request, status=201)
@@ -328,7 +332,7 @@ class DirectoryEndpoints:
             raise GraphError(409, "Request_MultipleObjectsWithSameKeyValue", "Permission being assigned already exists on the object")
         seq = await self.store.next_seq("assignment")
         assignment = {
-            "id": stable_id("assignment", seq), "appRoleId": body["appRoleId"], "createdDateTime": _now(),
+            "id": stable_key_id("assignment", seq), "appRoleId": body["appRoleId"], "createdDateTime": _now(),
             "deletedDateTime": None, "principalDisplayName": principal["displayName"], "principalId": principal_id,
             "principalType": principal_type, "resourceDisplayName": sp["displayName"], "resourceId": sp["id"],
         }
@@ -360,7 +364,7 @@ class DirectoryEndpoints:
             route("DELETE", sp, self.delete_sp),
             route("GET", f"{sp}/appRoleAssignedTo", self.list_assignments),
             route("POST", f"{sp}/appRoleAssignedTo", self.create_assignment),
-            route("DELETE", f"{sp}/appRoleAssignedTo/(?P<aid>[0-9A-Za-z-]+)", self.delete_assignment),
+            route("DELETE", f"{sp}/appRoleAssignedTo/(?P<aid>[0-9A-Za-z_-]+)", self.delete_assignment),
             route("GET", "/oauth2PermissionGrants", self.list_grants),
             route("POST", "/oauth2PermissionGrants", self.create_grant),
             route("GET", "/oauth2PermissionGrants/(?P<id>[^/]+)", self.get_grant),

@@ -14,10 +14,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from . import errors, pages
-from .directory import Directory
+from .directory import Directory, new_service_principal
 from .errors import EntraError
 from .grants import CODE_LIFETIME, PendingCode, TokenService
-from .ids import TENANT_DOMAIN, TENANT_ID, stable_id
+from .ids import TENANT_DOMAIN, TENANT_ID, stable_id, stable_key_id
 from .store import Store
 from .tokens import V1_ISSUER, v2_issuer
 
@@ -91,12 +91,15 @@ class IdentityApp:
                 "http_logout_supported": True,
                 "frontchannel_logout_supported": True,
                 "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce",
-                                     "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+                "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name",
+                                     "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr",
+                                     "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
+                "kerberos_endpoint": f"{base}/kerberos",
                 "tenant_region_scope": "EU",
                 "cloud_instance_name": "microsoftonline.com",
                 "cloud_graph_host_name": "graph.windows.net",
                 "msgraph_host": "graph.microsoft.com",
+                "rbac_url": "https://pas.windows.net",
             },
             headers={"Cache-Control": "max-age=86400, private", "Access-Control-Allow-Origin": "*"},
         )
@@ -116,7 +119,10 @@ class IdentityApp:
         )
 
     def jwks(self, request: Request) -> Response:
-        return JSONResponse(self.service.tokens.keys.jwks(v2_issuer(self.authority)))
+        # /common (and /organizations) publish the issuer as a template (an Azure SDK JWKS recording, [20])
+        tenant = request.path_params.get("tenant")
+        issuer = f"{self.authority}/{{tenantid}}/v2.0" if tenant in ("common", "organizations") else v2_issuer(self.authority)
+        return JSONResponse(self.service.tokens.keys.jwks(issuer))
 
     def instance_discovery(self, request: Request) -> Response:
         host = urlsplit(self.authority).netloc
@@ -141,7 +147,7 @@ class IdentityApp:
     def _authorize_start(self, request: Request) -> Response:
         q = request.query_params
         client_id = q.get("client_id", "")
-        app, sp = self.directory.require_client(client_id)
+        app = self.directory.require_app(client_id)  # no service principal yet: consent creates it
         redirect_uri = q.get("redirect_uri", "")
         if not redirect_uri_matches(redirect_uri, self.directory.redirect_uris(app)):
             raise EntraError(
@@ -161,7 +167,9 @@ class IdentityApp:
             return self._redirect_error(redirect_uri, state, "invalid_request",
                                         EntraError(50148, "invalid_request", "The code_challenge_method is not supported."))
         try:
-            requests = self.directory.resolve_consent_scopes(q.get("scope"))
+            requests = self.directory.resolve_consent_scopes(q.get("scope"), app["displayName"])
+            # Refused before any sign-in, by redirect (anthropics/claude-ai-mcp#324 and #977)
+            self.directory.check_resource(q.get("resource"), requests[0])
         except EntraError as exc:
             return self._redirect_error(redirect_uri, state, exc.error, exc)
         txn = stable_id("txn", time.time_ns(), client_id)
@@ -199,8 +207,12 @@ class IdentityApp:
         user = self.directory.user_by_upn(str(form.get("account", "")))
         if user is None:
             raise EntraError(50034, "invalid_request", "The user account does not exist in this directory.")
-        app, sp = self.directory.require_client(pending["client_id"])
-        for scopes in self.directory.resolve_consent_scopes(pending["scope"]):  # one prompt, every resource
+        app = self.directory.require_app(pending["client_id"])
+        sp = self.directory.sp(app["appId"])
+        if sp is None:  # a user's first consent creates the app's service principal (entra-docs app-objects-and-service-principals.md)
+            sp = new_service_principal(app)
+            await self.store.put("servicePrincipals", sp)
+        for scopes in self.directory.resolve_consent_scopes(pending["scope"], app["displayName"]):  # one prompt, every resource
             await self._record_user_consent(app, sp, scopes, user)
         code = self.service.new_code(
             PendingCode(
@@ -245,7 +257,7 @@ class IdentityApp:
         if existing is None:
             seq = await self.store.next_seq("grant")
             existing = {
-                "id": stable_id("grant", seq), "clientId": sp["id"], "consentType": "Principal",
+                "id": stable_key_id("grant", seq), "clientId": sp["id"], "consentType": "Principal",
                 "principalId": user["id"], "resourceId": scopes.resource_sp["id"], "scope": "",
             }
         existing["scope"] = " ".join(sorted(set(existing["scope"].split()) | set(missing)))
@@ -266,8 +278,10 @@ class IdentityApp:
             client_id = str(form.get("client_id") or "")
             if not client_id:
                 raise errors.missing_parameter("client_id")
-            self.directory.require_client(client_id)
-            self.directory.resolve_scopes(str(form.get("scope") or ""))
+            app, _ = self.directory.require_client(client_id)
+            if not str(form.get("scope") or "").strip():
+                raise errors.missing_parameter("scope")  # entra-docs v2-oauth2-device-code.md: scope is required
+            self.directory.resolve_scopes(str(form.get("scope")), app["displayName"])
             device_code, flow = self.service.new_device_flow(client_id, str(form.get("scope") or ""))
         except EntraError as exc:
             return errors.entra_error_response(exc)

@@ -7,6 +7,7 @@ A reset therefore replays the same ids, which keeps notebook outputs stable.
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 NAMESPACE = uuid.UUID("5b0c3f6e-6a51-4c2e-9a57-0b6b0e1f0c11")
@@ -25,3 +26,10 @@ GRAPH_CLI_APP_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
 def stable_id(*parts: object) -> str:
     """A GUID that is always the same for the same parts."""
     return str(uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts)))
+
+
+def stable_key_id(*parts: object) -> str:
+    """A 43-character base64url id, always the same for the same parts: the form of Graph's ids for
+    oauth2PermissionGrants and appRoleAssignments (serviceprincipal-post-approleassignedto.md)."""
+    raw = uuid.uuid5(NAMESPACE, "/".join(map(str, parts))).bytes + uuid.uuid5(NAMESPACE, "/".join(map(str, (*parts, 2)))).bytes
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -15,6 +15,7 @@ from .ids import (
     TENANT_DOMAIN,
     TENANT_ID,
     stable_id,
+    stable_key_id,
 )
 
 CREATED = "2026-01-05T09:00:00Z"
@@ -237,7 +238,7 @@ def demo_tenant() -> tuple[list[tuple[str, dict[str, Any]]], str]:
         (
             "oauth2PermissionGrants",
             {
-                "id": stable_id("grant", "graph-cli"),
+                "id": stable_key_id("grant", "graph-cli"),
                 "clientId": cli_sp["id"],
                 "consentType": "AllPrincipals",
                 "principalId": None,
@@ -280,7 +281,7 @@ def demo_tenant() -> tuple[list[tuple[str, dict[str, Any]]], str]:
             (
                 "appRoleAssignments",
                 {
-                    "id": stable_id("assignment", "automation", value),
+                    "id": stable_key_id("assignment", "automation", value),
                     "appRoleId": role_id,
                     "principalId": automation_sp["id"],
                     "principalType": "ServicePrincipal",

@@ -2,6 +2,12 @@
 
 Tokens are signed RS256 with the current key; the next key is published too, so that
 key rotation can be exercised. Keys are cached in the state folder.
+
+Microsoft Graph's tokens carry a `nonce` in their header, and the signature covers the header with the
+*SHA-256 of that nonce* instead (justinlettau/azure-ad-verify-token#5; AzureAD/azure-activedirectory-identitymodel-
+extensions-for-dotnet#853 and #609; MicrosoftDocs/azure-docs#80018: "The validate jwt policy is not meant to validate
+tokens targeted for the Graph api"). A standard JWT library therefore refuses a Graph token's signature; only
+Graph knows to hash the nonce back. `sign(..., graph_nonce=True)` and `verify` do the same here.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +24,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from ..files import private_dir, write_private
@@ -101,15 +109,32 @@ class KeySet:
     def jwks(self, issuer: str) -> dict[str, Any]:
         return {"keys": [k.jwk(issuer) for k in (self.current, self.next)]}
 
-    def sign(self, claims: dict[str, Any], *, x5t: bool = False) -> str:
+    def sign(self, claims: dict[str, Any], *, x5t: bool = False, graph_nonce: bool = False) -> str:
+        """An RS256 JWT; `graph_nonce`: with a Graph-style `nonce` header (the signature covers its SHA-256)."""
+        if graph_nonce:
+            return self._sign_with_nonce(claims)
         headers = {"typ": "JWT", "kid": self.current.kid}
         if x5t:
             headers["x5t"] = self.current.kid
         return jwt.encode(claims, self.current.private_key, algorithm="RS256", headers=headers)
 
+    def _sign_with_nonce(self, claims: dict[str, Any]) -> str:
+        nonce = b64url(secrets.token_bytes(48))
+        # Header fields in the order of real Graph tokens: typ, nonce, alg, x5t, kid.
+        header = {"typ": "JWT", "nonce": nonce, "alg": "RS256", "x5t": self.current.kid, "kid": self.current.kid}
+        payload = _segment(claims)
+        signing_input = f"{_segment({**header, 'nonce': _hashed_nonce(nonce)})}.{payload}".encode()
+        signature = self.current.private_key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return ".".join([_segment(header), payload, b64url(signature)])
+
     def verify(self, token: str, *, audience: list[str] | None = None, leeway: int = 300) -> dict[str, Any]:
-        """Check signature, expiry and (optionally) audience; raise `jwt.PyJWTError` on failure."""
+        """Check signature, expiry and (optionally) audience; raise `jwt.PyJWTError` on failure.
+
+        A Graph-style `nonce` header is hashed back first, as Graph itself does."""
         header = jwt.get_unverified_header(token)
+        if isinstance(header.get("nonce"), str):
+            _, payload, signature = token.split(".")
+            token = ".".join([_segment({**header, "nonce": _hashed_nonce(header["nonce"])}), payload, signature])
         key = self._by_kid.get(header.get("kid", ""))
         if key is None:
             raise jwt.InvalidSignatureError("unknown signing key")
@@ -121,6 +146,14 @@ class KeySet:
             leeway=leeway,
             options={"verify_aud": audience is not None, "require": ["exp", "iat"]},
         )
+
+
+def _hashed_nonce(nonce: str) -> str:
+    return b64url(hashlib.sha256(nonce.encode()).digest())
+
+
+def _segment(part: dict[str, Any]) -> str:
+    return b64url(json.dumps(part, separators=(",", ":")).encode())
 
 
 def sha256_b64url(text: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .directory import OIDC_SCOPES, ScopeRequest
-from .ids import GRAPH_RESOURCE, TENANT_ID
+from .ids import GRAPH_APP_ID, GRAPH_RESOURCE, TENANT_ID
 from .signing import KeySet, b64url
 
 
@@ -77,8 +77,7 @@ class TokenFactory:
         if version == 2:
             claims.update(aud=resource_app["appId"], iss=v2_issuer(self.authority), azp=client_app_id, azpacr=acr)
         else:
-            aud = GRAPH_RESOURCE if scopes.is_graph else (scopes.prefix or scopes.resource_sp["appId"])
-            claims.update(aud=aud, iss=V1_ISSUER, appid=client_app_id, appidacr=acr)
+            claims.update(aud=_v1_audience(scopes), iss=V1_ISSUER, appid=client_app_id, appidacr=acr)
         claims.update(aio=_opaque(), rh=_opaque(16), tid=TENANT_ID, uti=_opaque(16), ver=f"{version}.0")
         user = subject.user
         if user is not None:
@@ -87,8 +86,9 @@ class TokenFactory:
                 sub=pairwise_sub(user["id"], client_app_id),
                 name=user["displayName"],
                 scp=" ".join(scp),
-                idtyp="user",
             )
+            if scopes.is_graph:
+                claims["idtyp"] = "user"  # Graph sets it (captured tokens, MSAL.js#5672); custom APIs do not
             if version == 2:
                 claims["preferred_username"] = user["userPrincipalName"]
             else:
@@ -102,10 +102,12 @@ class TokenFactory:
                     ipaddr="127.0.0.1",
                 )
         else:
-            claims.update(oid=subject.client_sp["id"], sub=subject.client_sp["id"], idtyp="app")
+            claims.update(oid=subject.client_sp["id"], sub=subject.client_sp["id"])
+            if scopes.is_graph or _opted_in(resource_app, "idtyp"):
+                claims["idtyp"] = "app"
         if roles:
             claims["roles"] = roles
-        return self.keys.sign(claims, x5t=version == 1), lifetime
+        return self.keys.sign(claims, x5t=version == 1, graph_nonce=scopes.is_graph), lifetime
 
     def id_token(self, user: dict[str, Any], client_id: str, nonce: str | None, scopes: list[str]) -> str:
         now = int(time.time())
@@ -131,11 +133,32 @@ class TokenFactory:
         return self.keys.sign(claims)
 
 
+def _v1_audience(scopes: ScopeRequest) -> str:
+    """Graph's `aud` follows how the scope was written: its app id for `User.Read`, its URL for
+    `https://graph.microsoft.com/User.Read` (MSAL.js#5672 and #3547; TheNetworg/oauth2-azure#107)."""
+    if scopes.is_graph:
+        return GRAPH_RESOURCE if scopes.prefix else GRAPH_APP_ID
+    assert scopes.resource_sp is not None
+    return scopes.prefix or scopes.resource_sp["appId"]
+
+
+def _opted_in(app: dict[str, Any] | None, claim: str) -> bool:
+    """Whether the resource app asks for an optional access-token claim (`optionalClaims.accessToken`).
+
+    `idtyp` is such a claim, and Entra then adds it to app-only tokens only (entra-docs optional-claims.md)."""
+    wanted = ((app or {}).get("optionalClaims") or {}).get("accessToken") or []
+    return any(isinstance(c, dict) and c.get("name") == claim for c in wanted)
+
+
 def response_scope(scopes: ScopeRequest, values: list[str]) -> str:
-    """The `scope` field of a token response: resource-prefixed values plus OIDC scopes."""
-    prefix = GRAPH_RESOURCE if scopes.is_graph else scopes.prefix
-    granted = [f"{prefix}/{v}" for v in values]
-    return " ".join(granted + [s for s in scopes.oidc if s != "offline_access" and s in OIDC_SCOPES])
+    """The `scope` field of a token response: the token's scopes, then the OIDC scopes
+    unprefixed and without offline_access ("User.Read profile openid email", entra-docs v2-oauth2-device-code.md)."""
+    # Graph scopes keep the form they were asked in: "User.Read" unprefixed ([22]), "https://graph.microsoft.com/
+    # user.read" prefixed (entra-docs v2-oauth2-on-behalf-of-flow.md), like the token's `aud` (_v1_audience).
+    prefix = GRAPH_RESOURCE if scopes.is_graph and scopes.prefix else scopes.prefix
+    granted = [f"{prefix}/{v}" if prefix else v for v in values if v not in OIDC_SCOPES]
+    oidc = dict.fromkeys(s for s in [*scopes.oidc, *values] if s in OIDC_SCOPES and s != "offline_access")
+    return " ".join(granted + list(oidc))
 
 
 def new_refresh_token() -> tuple[str, str]:
