@@ -103,8 +103,8 @@ def consented_api(emu: Emulator, name: str, redirect_uri: str) -> Registration:
 
 
 def obo_target(emu: Emulator) -> SimpleNamespace:
-    """What `obokit.obo` and `obokit.obo_cache` read of a Target: the tenant authority, and that it is the emulator."""
-    return SimpleNamespace(tenant_authority=emu.tenant_authority, is_emulator=True)
+    """What `obokit.obo` and `obokit.obo_cache` read of a Target: the tenant authority."""
+    return SimpleNamespace(tenant_authority=emu.tenant_authority)
 
 
 def user_upn(name: str) -> str:

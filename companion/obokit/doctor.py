@@ -241,7 +241,7 @@ def collect() -> list[Check]:
     """Every check, in the order they are printed."""
     env = settings.read_env()
     checks = [python_version(), *package_versions(pinned_versions(project_path("constraints.txt")))]
-    env_file = settings.project_root() / settings.ENV_FILE_NAME
+    env_file = settings.env_file()
     checks += ca_settings(env_file)
     try:
         kind = settings.target()

@@ -10,8 +10,9 @@ final redirect back, so no port is listened on and no browser is needed.
 `oauth_for` gives the notebooks' clients what a desktop MCP client has: their dynamic client
 registration is kept on disk per (server URL, account) in `client_registrations(...)`, so running a
 notebook again signs in with the registration of the last run instead of registering once more
-with the server's OAuth proxy. Tokens stay in the kernel's memory: on the emulator the issuer (its
-port) changes with every kernel, so tokens of an earlier kernel would only be refused.
+with the server's OAuth proxy. On a tenant the tokens are kept there too, so a user signs in to a
+server URL once, not once per notebook; on the emulator they stay in the kernel's memory: its issuer
+(its port) changes with every kernel, so tokens of an earlier kernel would only be refused.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class HeadlessOAuth(OAuth):
 
 
 def client_registrations(target: Any, account: str, *, storage_dir: Path | None = None) -> AsyncKeyValue:
-    """Token storage for FastMCP's `OAuth`: the registration on disk per (server URL, `account`), tokens in memory.
+    """Token storage for FastMCP's `OAuth`: the registration on disk per (server URL, `account`); the tokens
+    too on a tenant (one sign-in per user and server for the whole workbook), in memory on the emulator.
 
     The registrations live in `<state dir>/mcp-clients`, owner-only and encrypted with a key of the
     target's secrets file (`MCP_CLIENT_STORAGE_KEY`), in `obokit.server.persistent_client_store`.
@@ -135,7 +137,8 @@ def client_registrations(target: Any, account: str, *, storage_dir: Path | None 
     folder = Path(storage_dir) if storage_dir is not None else settings.state_dir()
     on_disk = PrefixCollectionsWrapper(
         persistent_client_store(folder, stored_key(target, CLIENT_STORAGE_KEY_NAME), folder="mcp-clients"), prefix=account)
-    return RoutingWrapper(routing_function=lambda collection: on_disk if collection == _CLIENT_INFO else None,
+    keep_tokens = not target.is_emulator
+    return RoutingWrapper(routing_function=lambda collection: on_disk if keep_tokens or collection == _CLIENT_INFO else None,
                           default_store=MemoryStore())
 
 

@@ -37,6 +37,8 @@ import httpx
 import msal
 import requests
 
+from .settings import is_microsoft_cloud
+
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 # Fields of a token endpoint answer that must never be shown or logged.
@@ -50,7 +52,6 @@ class HasAuthority(Protocol):
     """What the helpers need of `obokit.target.Target`."""
 
     tenant_authority: str  # https://login.microsoftonline.com/{tenant} or the emulator's
-    is_emulator: bool
 
 
 _TRACE_SUFFIX = re.compile(r"\s+Trace ID:")
@@ -158,7 +159,7 @@ def confidential_client(
 ) -> msal.ConfidentialClientApplication:
     """The middle tier as an MSAL confidential client of `target`'s tenant.
 
-    Instance discovery (a GET to login.microsoftonline.com) is switched off for the emulator only.
+    Instance discovery (a GET to login.microsoftonline.com) is on only for Microsoft's own cloud hosts.
     """
     return msal.ConfidentialClientApplication(
         client_id,
@@ -166,7 +167,7 @@ def confidential_client(
         authority=target.tenant_authority,
         token_cache=token_cache,
         http_client=http_client,
-        instance_discovery=not target.is_emulator,
+        instance_discovery=is_microsoft_cloud(target.tenant_authority),
     )
 
 

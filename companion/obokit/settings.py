@@ -10,7 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 from dotenv import dotenv_values
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
 ENV_FILE_NAME = ".env"
 
@@ -39,11 +42,18 @@ class TenantSettings:
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
 
 
+def env_file() -> Path:
+    """The `.env` the workbook reads and writes its secrets to: `$OBOKIT_ENV_FILE`, else the project's `.env`."""
+    configured = os.environ.get("OBOKIT_ENV_FILE")
+    return Path(configured) if configured else project_root() / ENV_FILE_NAME
+
+
 def read_env(path: Path | None = None) -> dict[str, str]:
-    """Environment variables overlaid on the project's `.env` file (the environment wins)."""
-    env_file = path or project_root() / ENV_FILE_NAME
-    values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.exists() else {}
-    values.update({k: v for k, v in os.environ.items() if k.startswith(("OBOKIT_", "AZURE_", "GRAPH_", "MCP_"))})
+    """Environment variables overlaid on the `.env` file (`env_file()`; the environment wins)."""
+    path = path or env_file()
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    values.update({k: v for k, v in os.environ.items()
+                   if k.startswith(("OBOKIT_", "AZURE_", "GRAPH_", "MCP_", "DEMO_", "TASK_"))})
     return values
 
 
@@ -65,3 +75,12 @@ def tenant_settings() -> TenantSettings:
         authority_host=env.get("AZURE_AUTHORITY_HOST", TenantSettings.authority_host).rstrip("/"),
         graph_base_url=env.get("GRAPH_BASE_URL", TenantSettings.graph_base_url).rstrip("/"),
     )
+
+
+def is_microsoft_cloud(authority: str) -> bool:
+    """Whether `authority` (`https://host[/tenant]`) is a Microsoft Entra cloud host that MSAL knows.
+
+    Only those have an instance-discovery endpoint: MSAL's `instance_discovery` and azure-identity's
+    `disable_instance_discovery` follow this, never the kind of target (a tenant `.env` may point anywhere).
+    """
+    return (urlsplit(authority).hostname or "").lower() in WELL_KNOWN_AUTHORITY_HOSTS

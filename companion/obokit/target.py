@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-from azure.identity import DeviceCodeCredential
+from azure.identity import AuthenticationRecord, DeviceCodeCredential, TokenCachePersistenceOptions
 
 from . import settings
 from .files import write_private
 from .headless import HeadlessBrowser
 
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # Microsoft Graph Command Line Tools
+# What the admin's sign-in asks for: the delegated Graph permissions notebooks 01, 02, 06 and 08 use
+# (all need an administrator's consent, which the first sign-in of a fresh tenant asks for).
 ADMIN_SCOPES = [
     "https://graph.microsoft.com/Application.ReadWrite.All",
     "https://graph.microsoft.com/DelegatedPermissionGrant.ReadWrite.All",
@@ -70,22 +72,58 @@ class Target:
     def is_emulator(self) -> bool:
         return self.kind == "emulator"
 
+    @property
+    def instance_discovery(self) -> bool:
+        """MSAL's `instance_discovery` for this authority: only Microsoft's own cloud hosts have it."""
+        return settings.is_microsoft_cloud(self.authority)
+
     # -- the admin's Graph credential -----------------------------------------------------
     def admin_credential(self) -> DeviceCodeCredential:
-        """The admin signs in with the device code flow (Microsoft Graph Command Line Tools client).
+        """The admin, signed in with the device code flow (Microsoft Graph Command Line Tools client),
+        for `ADMIN_SCOPES`.
 
-        On a tenant the prompt tells you where to enter the code; on the emulator the demo admin
-        approves it headlessly.
+        On a tenant the prompt tells you where to enter the code, once per machine rather than once per
+        notebook: the tokens stay in azure-identity's persistent token cache (an owner-only file,
+        `~/.IdentityService/obokit-workbook-admin*`) and the `AuthenticationRecord` that lets it use them
+        silently in the next kernel is kept in the state folder. On the emulator (a new port per kernel)
+        the demo admin approves headlessly and nothing is kept.
         """
         if self._admin_credential is None:
-            self._admin_credential = DeviceCodeCredential(
+            options: dict[str, Any] = dict(
                 client_id=GRAPH_CLI_CLIENT_ID,
                 tenant_id=self.tenant_id,
                 authority=self.authority,
-                disable_instance_discovery=self.is_emulator,
-                prompt_callback=self._approve_device_code if self.is_emulator else None,
+                disable_instance_discovery=not self.instance_discovery,
             )
+            if self.is_emulator:
+                credential = DeviceCodeCredential(**options, prompt_callback=self._approve_device_code)
+                credential.authenticate(scopes=ADMIN_SCOPES, enable_cae=True)
+            else:
+                record = self._admin_record()
+                credential = DeviceCodeCredential(
+                    **options, authentication_record=record, cache_persistence_options=TokenCachePersistenceOptions(
+                        name=ADMIN_CACHE_NAME, allow_unencrypted_storage=True))  # no keyring on most Linux boxes
+                if record is None:
+                    # enable_cae: the Graph SDK asks for CAE tokens, which azure-identity caches apart from the others;
+                    # signing in for the other kind would make its first Graph call prompt a second time.
+                    record = credential.authenticate(scopes=ADMIN_SCOPES, enable_cae=True)
+                    write_private(self._admin_record_file, record.serialize().encode())
+            self._admin_credential = credential
         return self._admin_credential
+
+    @property
+    def _admin_record_file(self) -> Path:
+        return settings.state_dir() / ADMIN_RECORD_FILE
+
+    def _admin_record(self) -> AuthenticationRecord | None:
+        """The admin's `AuthenticationRecord` of an earlier kernel, if it is for this tenant and authority."""
+        try:
+            record = AuthenticationRecord.deserialize(self._admin_record_file.read_text())
+        except (OSError, ValueError, KeyError):
+            return None
+        same = (record.tenant_id, record.client_id, record.authority) == (
+            self.tenant_id, GRAPH_CLI_CLIENT_ID, self.authority_host)
+        return record if same else None
 
     def _approve_device_code(self, verification_uri: str, user_code: str, expires_on: Any) -> None:
         response = httpx.post(
@@ -109,14 +147,26 @@ class Target:
 
     # -- interactive sign-in of a demo user -----------------------------------------------
     async def sign_in(self, authorize_url: str, *, redirect_uri: str, account: str) -> str:
-        """Complete an authorization request; returns the callback URL with `code` and `state`.
+        """Complete an authorization request as `account`; returns the callback URL with `code` and `state`.
 
-        Emulator: a headless browser picks `account`. Tenant: your browser opens and a one-shot
-        listener on the redirect URI's loopback port catches the answer.
+        The request names the account (`login_hint`, added if missing): a browser that is still signed in
+        as someone else must not silently sign that person in. Emulator: a headless browser picks
+        `account`. Tenant: your browser opens and a one-shot listener on the redirect URI's loopback port
+        catches the answer.
         """
+        authorize_url = with_login_hint(authorize_url, account)
         if self.is_emulator:
             return await HeadlessBrowser(account).sign_in(authorize_url, redirect_uri=redirect_uri)
         return await asyncio.to_thread(_browser_sign_in, authorize_url, redirect_uri)
+
+
+def with_login_hint(authorize_url: str, account: str) -> str:
+    """`authorize_url` with `login_hint=account`, unless it names an account or asks for the picker already."""
+    parts = urlsplit(authorize_url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "login_hint" or (key == "prompt" and value in ("select_account", "login")) for key, value in query):
+        return authorize_url
+    return urlunsplit(parts._replace(query=urlencode([*query, ("login_hint", account)])))
 
 
 def _browser_sign_in(authorize_url: str, redirect_uri: str, timeout: float = 300) -> str:
@@ -146,6 +196,9 @@ def _browser_sign_in(authorize_url: str, redirect_uri: str, timeout: float = 300
         raise TimeoutError("no sign-in answer arrived at the redirect URI")
     return captured["url"]
 
+
+ADMIN_CACHE_NAME = "obokit-workbook-admin"
+ADMIN_RECORD_FILE = "admin-authentication-record.json"
 
 _lock = threading.Lock()
 _current: Target | None = None
@@ -194,7 +247,7 @@ def _tenant_target() -> Target:
             finance_site=env["DEMO_FINANCE_SITE"],
             engineering_site=env["DEMO_ENGINEERING_SITE"],
         ),
-        secrets_file=settings.project_root() / settings.ENV_FILE_NAME,
+        secrets_file=settings.env_file(),
     )
 
 

@@ -17,7 +17,9 @@ The kernels of the next two notebooks are started, and the heavy libraries impor
 while the current notebook runs (``Prewarmed``); ``--no-prewarm`` starts each kernel only at its turn.
 
 The run targets the embedded emulator: ``OBOKIT_TARGET=emulator`` is forced
-for the kernels (a ``.env`` loaded with python-dotenv does not override it).
+for the kernels (a ``.env`` loaded with python-dotenv does not override it), unless
+``--target tenant --env-file PATH`` asks for the tenant that ``PATH`` describes (the kernels get
+``OBOKIT_ENV_FILE=PATH``; secrets the notebooks write go there too).
 If ``obokit.emulator`` provides ``embedded()`` -- a context manager that starts
 the emulator and yields a mapping of environment variables pointing clients
 at it -- the emulator is started once for the whole run and those variables
@@ -33,7 +35,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # companion/obokit/ -> repo root
@@ -128,22 +131,41 @@ class Prewarmed:
         self.km.shutdown_kernel(now=True)
 
 
+OutputHook = Callable[[Path, str], None]
+
+
+def _watched_client(on_output: OutputHook | None, path: Path, **kwargs: Any) -> Any:
+    """An nbclient `NotebookClient` that also hands every stream output's text to `on_output(path, text)`
+    as it arrives (e.g. a device-code prompt a scripted person must answer while the cell still runs)."""
+    from nbclient import NotebookClient
+
+    class Watched(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
+            out = super().output(outs, msg, display_id, cell_index)
+            if on_output is not None and msg["msg_type"] == "stream":
+                on_output(path, str(msg["content"].get("text", "")))
+            return out
+
+    return Watched(**kwargs)
+
+
 def run_notebook(
     path: Path, *, timeout: int = 300, kernel: str = "python3", save_dir: Path | None = None,
-    prewarmed: Prewarmed | None = None,
+    prewarmed: Prewarmed | None = None, on_output: OutputHook | None = None,
 ) -> BaseException | None:
     """Execute one notebook in a fresh kernel (cwd: its folder); returns the error, or None.
 
     `prewarmed`: a kernel started for this notebook by `Prewarmed` (shut down here when done).
+    `on_output(path, text)`: called with the text of every stdout/stderr output, as it arrives.
     """
     import nbformat
-    from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     if prewarmed is not None:
         prewarmed.wait_until_up()  # two clients waiting for the same booting kernel at once can hang
-    client = NotebookClient(
-        nb,
+    client = _watched_client(
+        on_output, path,
+        nb=nb,
         timeout=timeout,
         kernel_name=kernel,
         resources={"metadata": {"path": str(path.parent)}},
@@ -172,24 +194,40 @@ def run_all(
     fail_fast: bool = False,
     state_dir: Path | None = None,
     prewarm: bool = True,
+    target: str = "emulator",
+    env_file: Path | None = None,
+    on_output: OutputHook | None = None,
+    after_notebook: Callable[[Path, BaseException | None], None] | None = None,
 ) -> int:
+    """Run every notebook of `notebooks_dir` in order; 0 if all passed. `target="tenant"` needs `env_file`.
+
+    `on_output(path, text)` sees each stream output as it arrives; `after_notebook(path, error)` runs after each.
+    """
+    if target not in ("emulator", "tenant"):
+        raise ValueError(f"target must be 'emulator' or 'tenant', not {target!r}")
+    if target == "tenant" and env_file is None:
+        raise ValueError("a tenant run needs the .env file that describes the tenant (--env-file)")
     notebooks = sorted(notebooks_dir.glob("*.ipynb")) if notebooks_dir.is_dir() else []
     if not notebooks:
         print(f"No notebooks yet: nothing to run in {notebooks_dir} (looked for *.ipynb).")
         return 0
 
     env = {
-        "OBOKIT_TARGET": "emulator",
+        "OBOKIT_TARGET": target,
         # Pick this environment's python3 kernel over any user-level kernelspec.
         "JUPYTER_PREFER_ENV_PATH": os.environ.get("JUPYTER_PREFER_ENV_PATH", "1"),
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",
     }
     if state_dir is not None:
         env["OBOKIT_STATE_DIR"] = str(Path(state_dir).resolve())
+    if env_file is not None:
+        env["OBOKIT_ENV_FILE"] = str(Path(env_file).resolve())
     passed = failed = 0
     started = time.perf_counter()
-    with _embedded_emulator() as emulator_env:
-        if emulator_env is None:
+    with (_embedded_emulator() if target == "emulator" else contextlib.nullcontext({})) as emulator_env:
+        if target == "tenant":
+            print(f"target: the tenant of {env_file}")
+        elif emulator_env is None:
             print("emulator: obokit.emulator.embedded() not available; notebooks start it themselves")
         else:
             env.update(emulator_env)
@@ -204,7 +242,8 @@ def run_all(
                 while prewarm and len(ready) < PREWARM_AHEAD and index + 1 + len(ready) < len(notebooks):
                     (ready[-1] if ready else current).wait_until_up()
                     ready.append(Prewarmed(notebooks[index + 1 + len(ready)], kernel))
-                error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir, prewarmed=current)
+                error = run_notebook(path, timeout=timeout, kernel=kernel, save_dir=save_dir, prewarmed=current,
+                                     on_output=on_output)
                 seconds = time.perf_counter() - t0
                 if error is None:
                     passed += 1
@@ -213,8 +252,10 @@ def run_all(
                     failed += 1
                     print(f"FAIL  {path.name}  {seconds:.1f}s", flush=True)
                     print(_short_error(error), flush=True)
-                    if fail_fast:
-                        break
+                if after_notebook is not None:
+                    after_notebook(path, error)
+                if error is not None and fail_fast:
+                    break
             for unused in ready:
                 unused.shutdown()
     total = time.perf_counter() - started
@@ -235,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--save-dir", type=Path, default=None, help="write executed copies here")
     run.add_argument("--state-dir", type=Path, default=None, help="emulator state folder for the kernels")
     run.add_argument("-x", "--fail-fast", action="store_true", help="stop at the first failing notebook")
+    run.add_argument("--target", choices=("emulator", "tenant"), default="emulator",
+                     help="emulator (default), or the tenant that --env-file describes")
+    run.add_argument("--env-file", type=Path, default=None, help="the .env of a tenant run (OBOKIT_ENV_FILE)")
     run.add_argument("--no-prewarm", action="store_true",
                      help="start each kernel only when its notebook's turn comes (no overlapped start and imports)")
     args = parser.parse_args(argv)
@@ -248,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_fast=args.fail_fast,
             state_dir=args.state_dir,
             prewarm=not args.no_prewarm,
+            target=args.target,
+            env_file=args.env_file,
         )
     parser.error(f"unknown command {args.command!r}")
     return 2
