@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import webbrowser
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -144,6 +146,30 @@ class Target:
             flow["verification_uri"], data={"user_code": flow["user_code"], "account": account, "action": "accept"}
         )
         response.raise_for_status()
+
+    # -- what only the emulator can show --------------------------------------------------
+    def obo_exchange_count(self) -> int | None:
+        """How many On-Behalf-Of exchanges the identity provider has answered; None on a tenant (Entra has no counter)."""
+        if not self.is_emulator:
+            return None
+        return int(self.emulator.stats()["token_requests"].get("urn:ietf:params:oauth:grant-type:jwt-bearer", 0))
+
+    @contextmanager
+    def simulated_latency(self, *, identity_ms: float, graph_ms: float) -> Iterator[None]:
+        """Network latency for the identity provider and Graph inside the block, as a real tenant has.
+
+        The emulator answers in a millisecond; a tenant's own latency applies as it is (nothing changes there).
+        """
+        if not self.is_emulator:
+            yield
+            return
+        faults = self.emulator.faults
+        faults.set_latency("identity", identity_ms)
+        faults.set_latency("graph", graph_ms)
+        try:
+            yield
+        finally:
+            faults.clear()
 
     # -- interactive sign-in of a demo user -----------------------------------------------
     async def sign_in(self, authorize_url: str, *, redirect_uri: str, account: str) -> str:
