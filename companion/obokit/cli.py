@@ -1,7 +1,8 @@
 """The `obokit` command line: the standalone emulator, a readiness check, and the clean-up.
 
-    obokit emulator serve [--state-dir DIR] [--identity-port N] [--graph-port N] [--reset]
-    obokit emulator reset [--state-dir DIR]
+    obokit emulator serve [--profile quick|tenant] [--replication-delay LOW[,HIGH]] [--state-dir DIR]
+                          [--identity-port N] [--graph-port N] [--reset]
+    obokit emulator reset [--profile quick|tenant] [--state-dir DIR]
     obokit doctor              # OK/WARN/FAIL per line; exit code 1 when something FAILs
     obokit cleanup [--yes]     # lists the workbook's objects in the target; --yes removes them
 
@@ -33,14 +34,27 @@ def demo_lines() -> list[str]:
     ]
 
 
+def replication_delay(text: str) -> tuple[float, float]:
+    """`--replication-delay` as (low, high) seconds: "3" is a fixed delay, "2,5" a random one per write."""
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not seconds: {text!r} (expected LOW or LOW,HIGH)") from None
+    if len(parts) not in (1, 2) or not 0 <= parts[0] <= parts[-1]:
+        raise argparse.ArgumentTypeError(f"expected LOW or LOW,HIGH with 0 <= LOW <= HIGH, not {text!r}")
+    return parts[0], parts[-1]
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .emulator import Emulator
 
-    emulator = Emulator(args.state_dir)
+    emulator = Emulator(args.state_dir, profile=args.profile, replication_delay=args.replication_delay)
     if args.reset:
         emulator.reset()
     emulator.start(identity_port=args.identity_port, graph_port=args.graph_port)
-    print("obokit emulator running. Put these lines in .env (or export them) to point clients at it:")
+    low, high = emulator.replication_delay
+    print(f"obokit emulator running, profile {emulator.profile} (replication delay {low:g}-{high:g} s). "
+          "Put these lines in .env (or export them) to point clients at it:")
     for line in emulator.env_lines() + demo_lines():
         print(f"  {line}")
     print(f"State folder: {emulator.state_dir}. Stop with Ctrl+C.", flush=True)
@@ -58,10 +72,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from .emulator import Emulator
 
-    emulator = Emulator(args.state_dir)
+    emulator = Emulator(args.state_dir, profile=args.profile)
     emulator.reset()
     emulator.close()
-    print(f"Emulator state in {emulator.state_dir} reset to the demo tenant.")
+    print(f"Emulator state in {emulator.state_dir} reset to the demo tenant ({emulator.profile} profile).")
     return 0
 
 
@@ -83,12 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser("emulator", help="the embedded Entra + Graph emulator")
     actions = emulator.add_subparsers(dest="action", required=True)
     serve = actions.add_parser("serve", help="run the emulator until interrupted")
-    serve.add_argument("--state-dir", type=Path, default=None, help="state folder (default: ./.obokit)")
+    serve.add_argument("--profile", choices=("quick", "tenant"), default="quick",
+                       help="quick: pre-consented admin client, no delays (default); tenant: a fresh tenant's "
+                            "defaults (consent pages, replication delay, browser session)")
+    serve.add_argument("--replication-delay", type=replication_delay, default=None, metavar="LOW[,HIGH]",
+                       help="seconds before a directory write is visible to tokens and Graph reads "
+                            "(default: 2,5 for tenant, 0 for quick)")
+    serve.add_argument("--state-dir", type=Path, default=None,
+                       help="state folder (default: ./.obokit; ./.obokit/tenant-profile for --profile tenant)")
     serve.add_argument("--identity-port", type=int, default=0, help="identity port (default: any free port)")
     serve.add_argument("--graph-port", type=int, default=0, help="Graph port (default: any free port)")
     serve.add_argument("--reset", action="store_true", help="start from a freshly seeded demo tenant")
     serve.set_defaults(handler=_serve)
     reset = actions.add_parser("reset", help="reset the state to the seeded demo tenant")
+    reset.add_argument("--profile", choices=("quick", "tenant"), default="quick")
     reset.add_argument("--state-dir", type=Path, default=None)
     reset.set_defaults(handler=_reset)
     doctor = commands.add_parser("doctor", help="check Python, packages, CA trust, the target and the notebooks")

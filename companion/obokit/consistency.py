@@ -9,6 +9,7 @@ assignments for minutes, terraform-provider-azurerm#1647). Meanwhile they answer
 
     AADSTS700016  the application was not found in the directory
     AADSTS7000229 the application has no service principal
+    AADSTS7000222 the app's first secret is not usable yet ("keys are expired")
     AADSTS7000215 the (new) client secret is invalid
     AADSTS65001   no consent
     Graph 404     Request_ResourceNotFound
@@ -38,6 +39,7 @@ T = TypeVar("T")
 REPLICATION_CODES = {
     700016: "the application",
     7000229: "the service principal",
+    7000222: "the first client secret",
     7000215: "the new client secret",
     65001: "the consent grant",
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,19 @@ class ScopeRequest:
         return bool(self.resource_sp and self.resource_sp["appId"] == GRAPH_APP_ID)
 
 
+def _expired(end: str | None) -> bool:
+    """Whether a credential's `endDateTime` ("2028-01-01T00:00:00Z", maybe with a fraction) has passed."""
+    if not end:
+        return False
+    try:
+        when = dt.datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when <= dt.datetime.now(dt.timezone.utc)
+
+
 def new_service_principal(app: dict[str, Any], *, tags: list[str] | None = None,
                           assignment_required: bool = False) -> dict[str, Any]:
     """The service principal record of `app` in the tenant (created by Graph's POST /servicePrincipals or by
@@ -52,10 +67,14 @@ def new_service_principal(app: dict[str, Any], *, tags: list[str] | None = None,
 
 
 class Directory:
-    """Read-only views over the store used to decide what a token may contain."""
+    """Read-only views over the store used to decide what a token may contain.
 
-    def __init__(self, store: Store) -> None:
+    `store` is the store itself or, in the tenant profile, a lagging `ReplicaView` of it; `tenant_like` also
+    tells a secret that no replica knows yet (AADSTS7000222) from a wrong one (7000215)."""
+
+    def __init__(self, store: Store | Any, *, tenant_like: bool = False) -> None:
         self.store = store
+        self.tenant_like = tenant_like
 
     # -- lookups --------------------------------------------------------------------------
     def app(self, app_id: str) -> dict[str, Any] | None:
@@ -95,7 +114,12 @@ class Directory:
             if self.is_public_client(app):
                 return
             raise errors.missing_credential()
-        for credential in app.get("passwordCredentials", []):
+        credentials = app.get("passwordCredentials", [])
+        if self.tenant_like:
+            credentials = [c for c in credentials if not _expired(c.get("endDateTime"))]
+            if not credentials:
+                raise errors.expired_secret(app["appId"])
+        for credential in credentials:
             if credential.get("_secret") == secret:
                 return
         raise errors.invalid_secret(app["appId"])
@@ -228,21 +252,24 @@ class Directory:
         return allowed
 
     def missing_consent(
-        self, client_app: dict[str, Any], client_sp: dict[str, Any], scopes: ScopeRequest, user_id: str | None
+        self, client_app: dict[str, Any], client_sp: dict[str, Any], scopes: ScopeRequest, user_id: str | None,
+        extra: Iterable[str] = (),
     ) -> list[str]:
-        """Requested scope values not covered by a grant, pre-authorization or self-access."""
+        """Requested scope values not covered by a grant, pre-authorization or self-access (`extra`: scopes
+        consented in this very sign-in, which its code or device flow carries while the grant replicates)."""
         if scopes.resource_sp is None:
             return []
         if scopes.resource_app is not None and scopes.resource_app["appId"] == client_app["appId"]:
             return []  # an app calling its own API needs no separate consent
-        covered = self.granted_scopes(client_sp["id"], scopes.resource_sp["id"], user_id)
+        covered = self.granted_scopes(client_sp["id"], scopes.resource_sp["id"], user_id) | set(extra)
         covered |= self.is_preauthorized(client_app["appId"], scopes.resource_app)
         if scopes.default and not covered:
             return [".default"]
         return [v for v in scopes.values if v not in covered]
 
     def effective_scopes(
-        self, client_app: dict[str, Any], client_sp: dict[str, Any], scopes: ScopeRequest, user_id: str | None
+        self, client_app: dict[str, Any], client_sp: dict[str, Any], scopes: ScopeRequest, user_id: str | None,
+        extra: Iterable[str] = (),
     ) -> list[str]:
         """The `scp` values a delegated token gets: every scope consented for this client on the resource,
         whatever subset was requested (OIDC ones included: asked for `User.Read`, a real Graph token had
@@ -252,7 +279,7 @@ class Directory:
             if not scopes.default:
                 return list(scopes.values)
             return [s["value"] for s in self.exposed_scopes(scopes.resource_sp, scopes.resource_app)]
-        covered = self.granted_scopes(client_sp["id"], scopes.resource_sp["id"], user_id)
+        covered = self.granted_scopes(client_sp["id"], scopes.resource_sp["id"], user_id) | set(extra)
         if scopes.default:
             covered |= self.is_preauthorized(client_app["appId"], scopes.resource_app)
         return sorted(covered | set(scopes.values), key=str.lower)

@@ -22,14 +22,19 @@ from .graph_core import GraphContext
 from .identity import IdentityApp
 from .ids import GRAPH_CLI_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID
 from .key_cache import keep_key_material, reuse_key_material
-from .recorder import RequestLog
-from .seed import AUTOMATION_APP_ID, demo_tenant
+from .recorder import EventLog, RequestLog
+from .replication import Replication
+from .seed import AUTOMATION_APP_ID, PROFILES, demo_tenant
+from .session import Sessions
 from .signing import KeySet
 from .store import Store
 from .tls import ensure_tls
 from .tokens import TokenFactory
 
 _CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+# Seconds before a directory write is visible to the token endpoint and Graph reads, drawn per write.
+DEFAULT_REPLICATION_DELAY = {"quick": (0.0, 0.0), "tenant": (2.0, 5.0)}
+TENANT_PROFILE_FOLDER = "tenant-profile"  # under the default state folder, so the two profiles never share one
 
 
 class Emulator:
@@ -41,6 +46,12 @@ class Emulator:
         emu.authority      # https://127.0.0.1:PORT  (pass as MSAL authority host)
         emu.graph_url      # https://127.0.0.1:PORT/v1.0
         emu.stop()
+
+    `profile="quick"` (the default) is the workbook's fast path: the admin's Graph client is pre-consented and
+    every write is visible at once. `profile="tenant"` behaves like a fresh tenant: nothing is consented (the
+    sign-in pages ask), writes replicate after `replication_delay` seconds (default 2-5), and the sign-in page
+    remembers the browser's last account. The profile is passed each time; a state folder seeded for the other
+    profile is reseeded, and the tenant profile's default folder is `<state folder>/tenant-profile`.
     """
 
     tenant_id = TENANT_ID
@@ -48,23 +59,43 @@ class Emulator:
     sharepoint_host = SHAREPOINT_HOST
     graph_cli_client_id = GRAPH_CLI_APP_ID
 
-    def __init__(self, state_dir: Path | str | None = None, *, token_lifetime: int | None = None) -> None:
-        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        token_lifetime: int | None = None,
+        profile: str = "quick",
+        replication_delay: tuple[float, float] | float | None = None,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown emulator profile {profile!r}; expected one of {PROFILES}")
+        self.profile = profile
+        if state_dir:
+            self.state_dir = Path(state_dir)
+        else:
+            self.state_dir = default_state_dir() / (TENANT_PROFILE_FOLDER if profile == "tenant" else "")
         self.token_lifetime = token_lifetime
+        self.replication_delay = _delay(replication_delay, profile)
         self.faults = Faults()
         self.graph_requests = RequestLog()  # read-only: what the Graph host received (tests)
+        self.events = EventLog()  # read-only: device-code prompts, pickers, silent sign-ins, consent pages
+        self.sessions = Sessions()
         # Keys generated once are copied into new state folders (RSA generation is most of a cold start).
         cache_usable = reuse_key_material(self.state_dir)
         self.tls = ensure_tls(self.state_dir / "tls")
         self.keys = KeySet(self.state_dir / "keys")
         keep_key_material(self.state_dir, replace=not cache_usable)
         self.store = Store(self.state_dir / "emulator.sqlite3")
-        if self.store.is_empty():
+        self.replication: Replication | None = (
+            Replication(self.store, self.replication_delay) if self.replication_delay[1] > 0 else None)
+        seeded = self.store.get("meta", "profile")
+        if self.store.is_empty() or (seeded or {}).get("value", "quick") != profile:
             self._seed()
         self.server: BackgroundServer | None = None
         self._saved_env: dict[str, str | None] = {}
         self.authority = self.graph_url = ""
         self.service: TokenService | None = None
+        self.identity: IdentityApp | None = None
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, *, host: str = "127.0.0.1", identity_port: int = 0, graph_port: int = 0) -> "Emulator":
@@ -73,12 +104,14 @@ class Emulator:
         self.authority = f"https://{host}:{identity_sock.getsockname()[1]}"
         graph_origin = f"https://{host}:{graph_sock.getsockname()[1]}"
         self.graph_url = f"{graph_origin}/v1.0"
-        directory = Directory(self.store)
+        reads = self.replication.view() if self.replication else self.store  # what a replica answers
+        directory = Directory(reads, tenant_like=self.profile == "tenant")
         tokens = TokenFactory(self.keys, self.authority, self.token_lifetime)
         self.service = TokenService(self.store, directory, tokens)
-        identity = IdentityApp(self.store, directory, self.service, self.authority)
-        identity_app = Starlette(routes=identity.routes() + self._control_routes())
-        graph_app = GraphApp(GraphContext(self.store, directory, self.keys, self.graph_url))
+        self.identity = IdentityApp(self.store, directory, self.service, self.authority, profile=self.profile,
+                                    events=self.events, sessions=self.sessions, replication=self.replication)
+        identity_app = Starlette(routes=self.identity.routes() + self._control_routes())
+        graph_app = GraphApp(GraphContext(self.store, directory, self.keys, self.graph_url, reads=reads))
         self._trust_ca()
         try:
             self.server = serve_in_background(
@@ -120,6 +153,8 @@ class Emulator:
 
     def _restore_env(self) -> None:
         for name, value in self._saved_env.items():
+            if os.environ.get(name) != str(self.tls.bundle):
+                continue  # an emulator started after this one (and still running) set it: leave it to that one
             if value is None:
                 os.environ.pop(name, None)
             else:
@@ -163,12 +198,18 @@ class Emulator:
 
     # -- state ----------------------------------------------------------------------------
     def _seed(self) -> None:
-        objects, _secret = demo_tenant()
+        objects, _secret = demo_tenant(self.profile)
         self.store.replace_all(objects)
+        if self.replication is not None:
+            self.replication.settle_all()
 
     def reset(self) -> None:
-        """Back to the freshly seeded demo tenant (blocking; call from a thread, not an event loop)."""
+        """Back to the freshly seeded demo tenant of this profile (blocking; call from a thread, not an event
+        loop). Browser sessions end; the event log keeps counting."""
         self._seed()
+        self.sessions.clear()
+        if self.identity is not None:
+            self.identity.pending.clear()
         if self.service is not None:
             self.service.codes.clear()
             self.service.device_flows.clear()
@@ -179,7 +220,17 @@ class Emulator:
     # -- control endpoints (for the standalone emulator) ---------------------------------
     def _control_routes(self) -> list[Route]:
         async def health(request: Request) -> Response:
-            return JSONResponse({"status": "ok", "tenant": TENANT_ID, "graph": self.graph_url})
+            return JSONResponse({"status": "ok", "tenant": TENANT_ID, "graph": self.graph_url, "profile": self.profile,
+                                 "replication_delay": list(self.replication_delay),
+                                 "replication_pending": self.replication.pending() if self.replication else 0})
+
+        async def events(request: Request) -> Response:
+            """GET ?since=N: the sign-in events after sequence number N (see recorder.EventLog)."""
+            try:
+                since = int(request.query_params.get("since") or 0)
+            except ValueError:
+                return JSONResponse({"error": "since must be an integer"}, status_code=400)
+            return JSONResponse({"events": self.events.since(since), "last_seq": self.events.last_seq})
 
         async def faults(request: Request) -> Response:
             if request.method == "POST":
@@ -212,4 +263,15 @@ class Emulator:
             Route("/_emulator/faults", faults, methods=["GET", "POST"]),
             Route("/_emulator/stats", stats, methods=["GET", "DELETE"]),
             Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/_emulator/events", events, methods=["GET"]),
         ]
+
+
+def _delay(value: tuple[float, float] | float | None, profile: str) -> tuple[float, float]:
+    """(low, high) seconds from a pair, a single number (fixed delay) or None (the profile's default)."""
+    if value is None:
+        return DEFAULT_REPLICATION_DELAY[profile]
+    low, high = (value, value) if isinstance(value, (int, float)) else value
+    if not 0 <= float(low) <= float(high):
+        raise ValueError(f"replication delay must be 0 <= low <= high seconds, not {value!r}")
+    return float(low), float(high)

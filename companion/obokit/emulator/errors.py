@@ -208,3 +208,40 @@ def mfa_required(resource: str, claims: str) -> EntraError:
         suberror="basic_action",
         claims=claims,
     )
+
+
+def expired_secret(app_id: str) -> EntraError:
+    """No client secret of the app is valid as far as this replica knows. Entra says so for secrets that are
+    really expired and, while they replicate, for brand new ones ("Register Azure AD app ... and immediately run
+    the application": Azure-Samples/active-directory-dotnetcore-daemon-v2#87; sjkp/letsencrypt-siteextension#358;
+    dafthack/GraphRunner#28). Text and 401 of the 2023-2025 captures (liprec/vsts-release-aas#119, dotnet/sign#849)."""
+    return EntraError(
+        7000222,
+        "invalid_client",
+        f"The provided client secret keys for app '{app_id}' are expired. Visit the Azure portal to create new keys "
+        "for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added "
+        "security: https://aka.ms/certCreds.",
+        status=401,
+    )
+
+
+def admin_approval_required(app_name: str) -> EntraError:
+    """A user who may not consent to an admin-only permission (entra-docs application-sign-in-unexpected-user-
+    consent-error.md; the page is titled "Need admin approval", microsoft/semantic-kernel discussion #923)."""
+    return EntraError(
+        90094,
+        "invalid_grant",
+        f"{app_name} needs permission to access resources in your organization that only an admin can grant. "
+        "Ask an admin to grant permission to this app before you can use it.",
+    )
+
+
+def login_required() -> EntraError:
+    """`prompt=none` without a browser session: `login_required` (entra-docs v2-oauth2-auth-code-flow.md), text as
+    quoted in Microsoft's "Troubleshooting startup issues for Power Apps" (powerapps-docs)."""
+    return EntraError(
+        50058,
+        "login_required",
+        "A silent sign-in request was sent but no user is signed in. The cookies used to represent the user's "
+        "session were not sent in the request to Azure AD.",
+    )

@@ -48,6 +48,7 @@ class PendingCode:
     code_challenge_method: str | None
     expires_at: float
     redeemed: bool = False
+    consented: dict[str, list[str]] = field(default_factory=dict)  # resource SP id -> scopes consented in this sign-in
 
 
 @dataclass
@@ -58,6 +59,7 @@ class DeviceFlow:
     expires_at: float
     user_id: str | None = None
     declined: bool = False
+    consented: dict[str, list[str]] = field(default_factory=dict)  # as PendingCode.consented
 
 
 @dataclass
@@ -153,6 +155,7 @@ class TokenService:
         nonce: str | None = None,
         want_client_info: bool = False,
         refresh_scope: str | None = None,
+        consented: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         if scopes.resource_sp is None:  # only OIDC scopes: Entra answers with a Graph token
             scopes = self.directory.resolve_scopes(" ".join(["User.Read", *scopes.oidc]))
@@ -160,7 +163,8 @@ class TokenService:
         user = subject.user
         if user is not None:
             principals = [user["id"], *self.directory.user_group_ids(user["id"])]
-            scp = self.directory.effective_scopes(subject.client_app, subject.client_sp, scopes, user["id"])
+            extra = (consented or {}).get(scopes.resource_sp["id"], [])
+            scp = self.directory.effective_scopes(subject.client_app, subject.client_sp, scopes, user["id"], extra)
         else:
             principals, scp = [subject.client_sp["id"]], []
         roles = self.directory.assigned_roles(principals, scopes.resource_sp)
@@ -195,9 +199,10 @@ class TokenService:
         )
         return token
 
-    def _require_consent(self, subject: Subject, scopes: ScopeRequest) -> None:
+    def _require_consent(self, subject: Subject, scopes: ScopeRequest, consented: dict[str, list[str]] | None = None) -> None:
         user_id = subject.user["id"] if subject.user else None
-        if self.directory.missing_consent(subject.client_app, subject.client_sp, scopes, user_id):
+        extra = (consented or {}).get((scopes.resource_sp or {}).get("id", ""), [])
+        if self.directory.missing_consent(subject.client_app, subject.client_sp, scopes, user_id, extra):
             raise errors.consent_required(subject.client_app["appId"], subject.client_app["displayName"])
 
     # -- grants ---------------------------------------------------------------------------
@@ -237,9 +242,10 @@ class TokenService:
         self.directory.check_resource(form.get("resource"), scopes)
         user = self.directory.user(pending.user_id)
         subject = Subject(user, app, sp, authenticated)
-        self._require_consent(subject, scopes)
+        self._require_consent(subject, scopes, pending.consented)
         return await self.issue(
-            subject, scopes, nonce=pending.nonce, want_client_info=form.get("client_info") == "1"
+            subject, scopes, nonce=pending.nonce, want_client_info=form.get("client_info") == "1",
+            consented=pending.consented,
         )
 
     def _redemption_scopes(self, scope: str | None, pending: PendingCode, app: dict[str, Any]) -> ScopeRequest:
@@ -309,8 +315,8 @@ class TokenService:
         del self.device_flows[device_code]
         scopes = self.directory.resolve_scopes(flow.scope, app["displayName"])
         subject = Subject(self.directory.user(flow.user_id), app, sp, authenticated)
-        self._require_consent(subject, scopes)
-        return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1")
+        self._require_consent(subject, scopes, flow.consented)
+        return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1", consented=flow.consented)
 
     def _verify_assertion(self, assertion: str) -> dict[str, Any]:
         """Signature, issuer and lifetime checks of an OBO assertion (50027, 50013, 500133)."""

@@ -55,10 +55,14 @@ Handler = Callable[[Request, Caller, dict[str, str]], Awaitable[Response]]
 
 
 class GraphContext:
-    """Token validation and helpers bound to one emulator instance."""
+    """Token validation and helpers bound to one emulator instance.
 
-    def __init__(self, store: Store, directory: Directory, keys: KeySet, base_url: str) -> None:
+    `store` takes writes (and the lookups writes make); `reads` answers GET and list requests: the store
+    itself, or in the tenant profile a lagging `ReplicaView` (replication.py)."""
+
+    def __init__(self, store: Store, directory: Directory, keys: KeySet, base_url: str, reads: Any = None) -> None:
         self.store = store
+        self.reads = reads if reads is not None else store
         self.directory = directory
         self.keys = keys
         self.base_url = base_url

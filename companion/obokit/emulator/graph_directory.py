@@ -53,30 +53,33 @@ class DirectoryEndpoints:
 
     def __init__(self, ctx: GraphContext) -> None:
         self.ctx = ctx
-        self.store = ctx.store
+        self.store = ctx.store  # writes, and the lookups of writes (they see every write at once)
+        self.reads = ctx.reads  # GET and list: a lagging replica in the tenant profile (replication.py)
 
     # -- lookups --------------------------------------------------------------------------
-    def _app(self, params: dict[str, str]) -> dict[str, Any]:
+    def _app(self, params: dict[str, str], view: Any = None) -> dict[str, Any]:
+        view = view or self.store
         if params.get("appid"):
-            app = self.store.find_one("applications", appId=params["appid"])
+            app = view.find_one("applications", appId=params["appid"])
         else:
-            app = self.store.get("applications", params.get("id") or "")
+            app = view.get("applications", params.get("id") or "")
         if app is None or app.get("_firstParty"):
             raise not_found(params.get("appid") or params.get("id") or "")
         return app
 
-    def _sp(self, params: dict[str, str]) -> dict[str, Any]:
+    def _sp(self, params: dict[str, str], view: Any = None) -> dict[str, Any]:
+        view = view or self.store
         if params.get("appid"):
-            sp = self.store.find_one("servicePrincipals", appId=params["appid"])
+            sp = view.find_one("servicePrincipals", appId=params["appid"])
         else:
-            sp = self.store.get("servicePrincipals", params.get("id") or "")
+            sp = view.get("servicePrincipals", params.get("id") or "")
         if sp is None:
             raise not_found(params.get("appid") or params.get("id") or "")
-        return self._sp_view(sp)
+        return self._sp_view(sp, view)
 
-    def _sp_view(self, sp: dict[str, Any]) -> dict[str, Any]:
+    def _sp_view(self, sp: dict[str, Any], view: Any = None) -> dict[str, Any]:
         """A service principal reflects its application's current scopes and roles."""
-        app = self.store.find_one("applications", appId=sp["appId"])
+        app = (view or self.store).find_one("applications", appId=sp["appId"])
         if app is not None and not app.get("_firstParty"):
             sp["oauth2PermissionScopes"] = app.get("api", {}).get("oauth2PermissionScopes", [])
             sp["appRoles"] = app.get("appRoles", [])
@@ -92,7 +95,7 @@ class DirectoryEndpoints:
     # -- applications ---------------------------------------------------------------------
     async def list_apps(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_READ, application=APP_READ)
-        apps = [a for a in self.store.all("applications") if not a.get("_firstParty")]
+        apps = [a for a in self.reads.all("applications") if not a.get("_firstParty")]
         return self._list(request, apps, "applications")
 
     async def create_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
@@ -142,7 +145,7 @@ class DirectoryEndpoints:
 
     async def get_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_READ, application=APP_READ)
-        return self.ctx.entity(self._app(params), "applications/$entity", request)
+        return self.ctx.entity(self._app(params, self.reads), "applications/$entity", request)
 
     async def patch_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
@@ -220,7 +223,7 @@ class DirectoryEndpoints:
     # -- service principals ---------------------------------------------------------------
     async def list_sps(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_READ, application=APP_READ)
-        return self._list(request, [self._sp_view(s) for s in self.store.all("servicePrincipals")], "servicePrincipals")
+        return self._list(request, [self._sp_view(s, self.reads) for s in self.reads.all("servicePrincipals")], "servicePrincipals")
 
     async def create_sp(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
@@ -237,7 +240,7 @@ class DirectoryEndpoints:
 
     async def get_sp(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_READ, application=APP_READ)
-        return self.ctx.entity(self._sp(params), "servicePrincipals/$entity", request)
+        return self.ctx.entity(self._sp(params, self.reads), "servicePrincipals/$entity", request)
 
     async def delete_sp(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
@@ -256,7 +259,7 @@ class DirectoryEndpoints:
     # -- delegated permission grants ------------------------------------------------------
     async def list_grants(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_READ, application=GRANT_READ)
-        return self._list(request, self.store.all("oauth2PermissionGrants"), "oauth2PermissionGrants")
+        return self._list(request, self.reads.all("oauth2PermissionGrants"), "oauth2PermissionGrants")
 
     async def create_grant(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_WRITE, application=GRANT_WRITE, admin=True)
@@ -280,15 +283,15 @@ class DirectoryEndpoints:
         await self.store.put("oauth2PermissionGrants", grant)
         return self.ctx.entity(grant, "oauth2PermissionGrants/$entity", request, status=201)
 
-    def _grant(self, params: dict[str, str]) -> dict[str, Any]:
-        grant = self.store.get("oauth2PermissionGrants", params.get("id") or "")
+    def _grant(self, params: dict[str, str], view: Any = None) -> dict[str, Any]:
+        grant = (view or self.store).get("oauth2PermissionGrants", params.get("id") or "")
         if grant is None:
             raise not_found(params.get("id") or "")
         return grant
 
     async def get_grant(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_READ, application=GRANT_READ)
-        return self.ctx.entity(self._grant(params), "oauth2PermissionGrants/$entity", request)
+        return self.ctx.entity(self._grant(params, self.reads), "oauth2PermissionGrants/$entity", request)
 
     async def patch_grant(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=GRANT_WRITE, application=GRANT_WRITE, admin=True)
@@ -307,8 +310,8 @@ class DirectoryEndpoints:
     # -- app role assignments -------------------------------------------------------------
     async def list_assignments(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=ROLE_READ, application=ROLE_READ)
-        sp = self._sp(params)
-        items = self.store.find("appRoleAssignments", resourceId=sp["id"])
+        sp = self._sp(params, self.reads)
+        items = self.reads.find("appRoleAssignments", resourceId=sp["id"])
         return self._list(request, items, f"servicePrincipals('{sp['id']}')/appRoleAssignedTo")
 
     async def create_assignment(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:

@@ -18,7 +18,11 @@ from .directory import Directory, new_service_principal
 from .errors import EntraError
 from .grants import CODE_LIFETIME, PendingCode, TokenService
 from .ids import TENANT_DOMAIN, TENANT_ID, stable_id, stable_key_id
+from .recorder import EventLog
+from .replication import Replication
+from .session import Sessions, forget
 from .store import Store
+from .tenant_signin import TenantSignIn
 from .tokens import V1_ISSUER, v2_issuer
 
 ACCEPTED_TENANTS = {TENANT_ID, TENANT_DOMAIN, "organizations", "common"}
@@ -45,6 +49,14 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: str(v) for k, v in form.items()}
 
 
+async def read_form_or_empty(request: Request) -> dict[str, str]:
+    """The posted form of a page (an unparseable body is an empty form: the page says what is missing)."""
+    try:
+        return await read_form(request)
+    except EntraError:
+        return {}
+
+
 def redirect_uri_matches(requested: str, registered: list[str]) -> bool:
     """Exact match, except that loopback http URIs match on any port (as Entra allows)."""
     if requested in registered:
@@ -60,14 +72,23 @@ def redirect_uri_matches(requested: str, registered: list[str]) -> bool:
 
 
 class IdentityApp:
-    """Starlette routes of the identity endpoints over the shared store."""
+    """Starlette routes of the identity endpoints over the shared store.
 
-    def __init__(self, store: Store, directory: Directory, service: TokenService, authority: str) -> None:
+    `profile="tenant"` hands the interactive pages to `TenantSignIn` (browser session, consent pages);
+    `directory` then reads a lagging replica, `replication` is the lag itself."""
+
+    def __init__(self, store: Store, directory: Directory, service: TokenService, authority: str, *,
+                 profile: str = "quick", events: EventLog | None = None, sessions: Sessions | None = None,
+                 replication: Replication | None = None) -> None:
         self.store = store
         self.directory = directory
         self.service = service
         self.authority = authority
         self.pending: dict[str, dict[str, Any]] = {}
+        self.events = events or EventLog()
+        self.sessions = sessions or Sessions()
+        self.replication = replication
+        self.tenant = TenantSignIn(self) if profile == "tenant" else None
 
     # -- discovery ------------------------------------------------------------------------
     def openid_configuration(self, request: Request) -> Response:
@@ -140,11 +161,11 @@ class IdentityApp:
             _tenant_or_error(request)
             if request.method == "POST":
                 return await self._authorize_submit(request)
-            return self._authorize_start(request)
+            return await self._authorize_start(request)
         except EntraError as exc:
             return HTMLResponse(pages.error_page(exc.code, exc.message), status_code=400)
 
-    def _authorize_start(self, request: Request) -> Response:
+    async def _authorize_start(self, request: Request) -> Response:
         q = request.query_params
         client_id = q.get("client_id", "")
         app = self.directory.require_app(client_id)  # no service principal yet: consent creates it
@@ -182,8 +203,13 @@ class IdentityApp:
             "code_challenge": q.get("code_challenge"),
             "code_challenge_method": method or ("plain" if q.get("code_challenge") else None),
             "response_mode": q.get("response_mode", "query"),
+            "prompt": q.get("prompt"),
+            "login_hint": q.get("login_hint"),
             "created": time.time(),
         }
+        if self.tenant is not None:
+            return await self.tenant.start(request, txn, self.pending[txn])
+        self.events.record("picker", client_id, q.get("login_hint"), "authorize")
         shown = [f"{r.prefix}/{v}" if r.prefix else v for r in requests for v in r.values] + requests[0].oidc
         html = pages.sign_in_page(
             action=f"/{TENANT_ID}/oauth2/v2.0/authorize",
@@ -197,6 +223,8 @@ class IdentityApp:
 
     async def _authorize_submit(self, request: Request) -> Response:
         form = await read_form(request)
+        if self.tenant is not None:
+            return await self.tenant.submit(request, form)
         pending = self.pending.pop(str(form.get("txn", "")), None)
         if pending is None or time.time() - pending["created"] > CODE_LIFETIME:
             raise EntraError(9002313, "invalid_request", "Invalid request. The sign-in session has expired; start again.")
@@ -214,6 +242,11 @@ class IdentityApp:
             await self.store.put("servicePrincipals", sp)
         for scopes in self.directory.resolve_consent_scopes(pending["scope"], app["displayName"]):  # one prompt, every resource
             await self._record_user_consent(app, sp, scopes, user)
+        return self.code_response(pending, user, {})
+
+    def code_response(self, pending: dict[str, Any], user: dict[str, Any], consented: dict[str, list[str]]) -> Response:
+        """The redirect (or form_post page) that hands the client its authorization code."""
+        redirect_uri, state = pending["redirect_uri"], pending["state"]
         code = self.service.new_code(
             PendingCode(
                 client_id=pending["client_id"],
@@ -224,6 +257,7 @@ class IdentityApp:
                 code_challenge=pending["code_challenge"],
                 code_challenge_method=pending["code_challenge_method"],
                 expires_at=time.time() + CODE_LIFETIME,
+                consented=consented,
             )
         )
         params = {"code": code}
@@ -270,6 +304,14 @@ class IdentityApp:
             params["state"] = state
         return RedirectResponse(_append_query(redirect_uri, params), status_code=302)
 
+    redirect_error = _redirect_error
+
+    def logout(self, request: Request) -> Response:
+        """Sign the browser out (ends its session; entra-docs v2-protocols-oidc.md "Send a sign-out request")."""
+        self.sessions.end(request)
+        return forget(HTMLResponse(pages.message_page("You signed out of your account",
+                                                      "It's a good idea to close all browser windows.")))
+
     # -- device code ----------------------------------------------------------------------
     async def devicecode(self, request: Request) -> Response:
         try:
@@ -285,6 +327,7 @@ class IdentityApp:
             device_code, flow = self.service.new_device_flow(client_id, str(form.get("scope") or ""))
         except EntraError as exc:
             return errors.entra_error_response(exc)
+        self.events.record("device_code", client_id, None, "device_code")
         uri = f"{self.authority}/devicelogin"
         return JSONResponse(
             {
@@ -299,8 +342,13 @@ class IdentityApp:
         )
 
     async def devicelogin(self, request: Request) -> Response:
+        if self.tenant is not None:
+            if request.method == "GET":
+                return self.tenant.device_page(request)
+            return await self.tenant.device_submit(request, await read_form_or_empty(request))
         users = sorted(self.store.all("users"), key=lambda u: u["userPrincipalName"])
         if request.method == "GET":
+            self.events.record("device_login_page", None, None, "device_code")
             return HTMLResponse(pages.device_login_page(action="/devicelogin", users=users))
         form = await request.form()
         flow = self.service.device_flow_by_user_code(str(form.get("user_code", "")))
@@ -339,6 +387,7 @@ class IdentityApp:
             Route("/{tenant}/oauth2/v2.0/devicecode", self.devicecode, methods=["POST"]),
             Route("/{tenant}/oauth2/v2.0/token", self.token, methods=["POST"]),
             Route("/devicelogin", self.devicelogin, methods=["GET", "POST"]),
+            Route("/{tenant}/oauth2/v2.0/logout", self.logout, methods=["GET", "POST"]),
         ]
 
     @staticmethod

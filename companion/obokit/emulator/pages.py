@@ -27,27 +27,30 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _account_choices(users: list[dict[str, Any]], hint: str | None) -> str:
-    rows = []
+def _account_choices(users: list[dict[str, Any]], hint: str | None, *, first_by_default: bool = True) -> tuple[str, str]:
+    """The account radio buttons and the account checked by default ("" if none)."""
+    rows, selected = [], ""
     for i, user in enumerate(users):
         upn = user["userPrincipalName"]
-        checked = " checked" if (hint and hint.lower() == upn.lower()) or (not hint and i == 0) else ""
+        is_checked = (hint and hint.lower() == upn.lower()) or (not hint and first_by_default and i == 0)
+        selected = upn if is_checked else selected
         rows.append(
-            f"<label class='account'><input type='radio' name='account' value='{escape(upn)}'{checked}> "
+            f"<label class='account'><input type='radio' name='account' value='{escape(upn)}'{' checked' if is_checked else ''}> "
             f"{escape(user['displayName'])}<br><span class='upn'>{escape(upn)}</span></label>"
         )
-    return "".join(rows)
+    return "".join(rows), selected
 
 
 def sign_in_page(
     *, action: str, txn: str, app_name: str, users: list[dict[str, Any]], scopes: list[str], login_hint: str | None
 ) -> str:
     scope_items = "".join(f"<li>{escape(s)}</li>" for s in scopes) or "<li>Sign you in</li>"
+    choices, selected = _account_choices(users, login_hint)
     body = (
         "<h1>Pick an account</h1>"
-        f"<form method='post' action='{escape(action)}' id='signin'>"
+        f"<form method='post' action='{escape(action)}' id='signin' data-page='picker' data-selected-account='{escape(selected)}'>"
         f"<input type='hidden' name='txn' value='{escape(txn)}'>"
-        f"{_account_choices(users, login_hint)}"
+        f"{choices}"
         f"<h2 style='font-size:16px'>{escape(app_name)} wants to</h2><ul class='scopes'>{scope_items}</ul>"
         "<button type='submit' name='action' value='accept' id='accept'>Accept</button>"
         "<button type='submit' name='action' value='cancel' class='secondary' id='cancel'>Cancel</button>"
@@ -56,18 +59,94 @@ def sign_in_page(
     return _page("Sign in to your account", body)
 
 
-def device_login_page(*, action: str, users: list[dict[str, Any]], message: str = "") -> str:
+def device_login_page(
+    *, action: str, users: list[dict[str, Any]], message: str = "", session_account: str | None = None,
+    user_code: str = "", preselect_first: bool = True,
+) -> str:
+    """The code and the account on one page; the tenant profile pre-selects only the browser session's account."""
+    choices, selected = _account_choices(users, session_account, first_by_default=preselect_first)
     body = (
         "<h1>Enter code</h1>"
         f"<p class='error'>{escape(message)}</p>"
-        f"<form method='post' action='{escape(action)}' id='devicelogin'>"
-        "<input name='user_code' id='user_code' placeholder='Code' autocomplete='off'>"
-        f"{_account_choices(users, None)}"
+        f"<form method='post' action='{escape(action)}' id='devicelogin' data-page='device-login' "
+        f"data-selected-account='{escape(selected)}' data-session-account='{escape(session_account or '')}'>"
+        f"<input name='user_code' id='user_code' placeholder='Code' autocomplete='off' value='{escape(user_code)}'>"
+        f"{choices}"
         "<button type='submit' name='action' value='accept' id='accept'>Continue</button>"
         "<button type='submit' name='action' value='cancel' class='secondary'>Cancel</button>"
         "</form>"
     )
     return _page("Enter code", body)
+
+
+def account_picker_page(
+    *, action: str, txn: str, app_name: str, client_id: str, users: list[dict[str, Any]], selected: str | None,
+    session_account: str | None,
+) -> str:
+    """Tenant profile: only the account (consent, if needed, is the next page). `data-selected-account` is the
+    account a plain submit signs in ("" when none is pre-selected); `data-session-account` the remembered one."""
+    choices, checked = _account_choices(users, selected, first_by_default=False)
+    body = (
+        "<h1>Pick an account</h1>"
+        f"<p>to continue to {escape(app_name)}</p>"
+        f"<form method='post' action='{escape(action)}' id='signin' data-page='picker' data-client-id='{escape(client_id)}' "
+        f"data-selected-account='{escape(checked)}' data-session-account='{escape(session_account or '')}'>"
+        f"<input type='hidden' name='txn' value='{escape(txn)}'><input type='hidden' name='step' value='picker'>"
+        f"{choices}"
+        "<button type='submit' name='action' value='accept' id='accept'>Continue</button>"
+        "<button type='submit' name='action' value='cancel' class='secondary' id='cancel'>Cancel</button>"
+        "</form>"
+    )
+    return _page("Sign in to your account", body)
+
+
+def consent_page(
+    *, action: str, txn: str, app_name: str, client_id: str, account: str, permissions: list[tuple[str, str]],
+    can_consent_for_org: bool,
+) -> str:
+    """"Permissions requested" with Accept/Cancel; for a Global Administrator, the "Consent on behalf of your
+    organization" checkbox, off by default (entra-docs application-consent-experience.md)."""
+    items = "".join(
+        f"<li data-scope='{escape(scope)}'>{escape(text)}<br><span class='upn'>{escape(scope)}</span></li>"
+        for scope, text in permissions
+    )
+    org = (
+        "<label><input type='checkbox' name='consent_for_org' value='1' id='consent_for_org'> "
+        "Consent on behalf of your organization</label>" if can_consent_for_org else ""
+    )
+    body = (
+        "<h1>Permissions requested</h1>"
+        f"<p class='upn' id='account'>{escape(account)}</p>"
+        f"<form method='post' action='{escape(action)}' id='consent' data-page='consent' data-client-id='{escape(client_id)}' "
+        f"data-account='{escape(account)}' data-admin='{'true' if can_consent_for_org else 'false'}'>"
+        f"<input type='hidden' name='txn' value='{escape(txn)}'><input type='hidden' name='step' value='consent'>"
+        f"<p><strong>{escape(app_name)}</strong> (unverified) would like to:</p><ul class='scopes' id='permissions'>{items}</ul>"
+        f"{org}"
+        "<p class='note'>Accepting these permissions means that you allow this app to use your data as specified in "
+        "their terms of service and privacy statement.</p>"
+        "<button type='submit' name='action' value='cancel' class='secondary' id='cancel'>Cancel</button>"
+        "<button type='submit' name='action' value='accept' id='accept'>Accept</button>"
+        "</form>"
+    )
+    return _page("Permissions requested", body)
+
+
+def admin_approval_page(*, action: str, txn: str, client_id: str, account: str, code: int, message: str) -> str:
+    """"Need admin approval": no Accept; sign in as someone else, or go back without consent."""
+    body = (
+        "<h1>Need admin approval</h1>"
+        f"<p class='upn' id='account'>{escape(account)}</p>"
+        f"<p class='error' id='error'>AADSTS{code}: {escape(message)}</p>"
+        f"<form method='post' action='{escape(action)}' id='admin-approval' data-page='admin-approval' "
+        f"data-client-id='{escape(client_id)}' data-account='{escape(account)}'>"
+        f"<input type='hidden' name='txn' value='{escape(txn)}'><input type='hidden' name='step' value='approval'>"
+        "<button type='submit' name='action' value='switch_account' class='secondary' id='switch_account'>"
+        "Have an admin account? Sign in with that account</button>"
+        "<button type='submit' name='action' value='cancel' class='secondary' id='cancel'>"
+        "Return to the application without granting consent</button>"
+        "</form>"
+    )
+    return _page("Need admin approval", body)
 
 
 def message_page(title: str, message: str) -> str:

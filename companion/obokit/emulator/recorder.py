@@ -1,15 +1,19 @@
-"""A read-only record of the requests a host received: which bearer token came with which call.
+"""Read-only records: the requests a host received (`RequestLog`) and the sign-in events (`EventLog`).
 
-Tests use it as evidence of what reached Graph (e.g. that an MCP server sends Graph an
-on-behalf-of token for Graph, never the token its own client presented). It keeps the last
-`maxlen` requests in memory only and changes nothing about the request or the answer.
+`RequestLog` is evidence of what reached Graph (e.g. that an MCP server sends Graph an on-behalf-of
+token for Graph, never the token its own client presented). `EventLog` counts what a person would
+have seen: device-code prompts, account pickers, silent sign-ins by the browser session, consent
+pages. Both keep the last `maxlen` entries in memory only and change nothing about the answers.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -50,3 +54,47 @@ class RequestLog:
     def since(self, seq: int = 0) -> list[SeenRequest]:
         """The recorded requests after `seq` (take `last_seq` before the calls you want to see)."""
         return [e for e in list(self._entries) if e.seq > seq]
+
+
+# What `EventLog` records (kind): a device code was issued (POST /devicecode), the /devicelogin page was
+# shown, an account picker was shown at /authorize, the browser session signed an account in without one,
+# a consent page or a "Need admin approval" page was shown, consent was given.
+EVENT_KINDS = ("device_code", "device_login_page", "picker", "auto_sign_in", "consent_page",
+               "admin_approval_page", "consent_granted")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One sign-in event: never a token or a code, only who and which client."""
+
+    seq: int
+    at: float  # time.time()
+    kind: str
+    client_id: str | None
+    account: str | None = None  # the user principal name, when one is known
+    detail: str | None = None  # e.g. "authorize" / "device_code", or the consent type
+
+
+class EventLog:
+    """The last `maxlen` sign-in events, numbered from 1 (thread-safe)."""
+
+    def __init__(self, maxlen: int = 5000) -> None:
+        self._entries: deque[Event] = deque(maxlen=maxlen)
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self.last_seq = 0
+
+    def record(self, kind: str, client_id: str | None, account: str | None = None, detail: str | None = None) -> None:
+        assert kind in EVENT_KINDS, kind
+        with self._lock:
+            event = Event(next(self._seq), time.time(), kind, client_id, account, detail)
+            self._entries.append(event)
+            self.last_seq = event.seq
+
+    def since(self, seq: int = 0) -> list[dict[str, Any]]:
+        """The events after `seq`, as dicts (take `last_seq` first, then read what a run added)."""
+        with self._lock:
+            return [asdict(e) for e in self._entries if e.seq > seq]
+
+    def count(self, kind: str, since: int = 0) -> int:
+        return sum(1 for e in self.since(since) if e["kind"] == kind)

@@ -221,9 +221,17 @@ def _sp_for(app: dict[str, Any]) -> dict[str, Any]:
 AUTOMATION_APP_ID = stable_id("app", "automation")
 
 
-def demo_tenant() -> tuple[list[tuple[str, dict[str, Any]]], str]:
-    """All seed objects as (collection, object) pairs, plus the automation app's client secret."""
-    objects: list[tuple[str, dict[str, Any]]] = []
+PROFILES = ("quick", "tenant")
+
+
+def demo_tenant(profile: str = "quick") -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """All seed objects as (collection, object) pairs, plus the automation app's client secret.
+
+    "quick" pre-consents the Microsoft Graph Command Line Tools client for the workbook's admin scopes (a
+    shortcut); "tenant" consents nothing, as a fresh tenant, whose admin consents at the first sign-in."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown emulator profile {profile!r}; expected one of {PROFILES}")
+    objects: list[tuple[str, dict[str, Any]]] = [("meta", {"id": "profile", "value": profile})]
     objects += [("users", _user(*u)) for u in USERS]
     objects += [("groups", _group(*g)) for g in GROUPS]
     objects += [("sites", _site(*s)) for s in SITES]
@@ -234,19 +242,21 @@ def demo_tenant() -> tuple[list[tuple[str, dict[str, Any]]], str]:
     cli_app = _first_party_app(GRAPH_CLI_APP_ID, "Microsoft Graph Command Line Tools", public=True)
     cli_sp = _sp_for(cli_app)
     objects += [("applications", cli_app), ("servicePrincipals", cli_sp)]
-    objects.append(
-        (
-            "oauth2PermissionGrants",
-            {
-                "id": stable_key_id("grant", "graph-cli"),
-                "clientId": cli_sp["id"],
-                "consentType": "AllPrincipals",
-                "principalId": None,
-                "resourceId": graph_sp["id"],
-                "scope": " ".join(ADMIN_SCOPES),
-            },
+    # The service principal stays in both profiles (in a fresh tenant the first sign-in would create it).
+    if profile == "quick":
+        objects.append(
+            (
+                "oauth2PermissionGrants",
+                {
+                    "id": stable_key_id("grant", "graph-cli"),
+                    "clientId": cli_sp["id"],
+                    "consentType": "AllPrincipals",
+                    "principalId": None,
+                    "resourceId": graph_sp["id"],
+                    "scope": " ".join(ADMIN_SCOPES),
+                },
+            )
         )
-    )
 
     # A confidential "automation" app with Graph application permissions: the app-only admin
     # path used by tests and CI (a learner would sign in as the admin user instead).
@@ -296,4 +306,4 @@ def demo_tenant() -> tuple[list[tuple[str, dict[str, Any]]], str]:
     return objects, secret
 
 
-__all__ = ["demo_tenant", "user_id", "group_id", "TENANT_ID", "AUTOMATION_APP_ID"]
+__all__ = ["demo_tenant", "user_id", "group_id", "TENANT_ID", "AUTOMATION_APP_ID", "PROFILES"]

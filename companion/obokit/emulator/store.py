@@ -14,7 +14,10 @@ import sqlite3
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+# on_write(collection, id, before, after): after is None for a deletion; both are the stored objects (read-only)
+WriteHook = Callable[[str, str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
 
 COLLECTIONS = (
     "applications",
@@ -25,6 +28,7 @@ COLLECTIONS = (
     "groups",
     "sites",
     "refreshTokens",
+    "meta",  # the state folder's own facts (the profile it was seeded for)
 )
 
 _SCHEMA = """
@@ -49,6 +53,7 @@ class Store:
         self._data: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in COLLECTIONS}
         self._counters: dict[str, int] = {}
         self._writer.submit(self._load).result()
+        self.on_write: WriteHook | None = None  # replication.py watches writes through it
 
     # -- writer-thread side -------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -88,6 +93,14 @@ class Store:
         found = self.find(collection, **equals)
         return found[0] if found else None
 
+    def iter_raw(self, collection: str) -> list[tuple[str, dict[str, Any]]]:
+        """(id, object) pairs without copying: read-only references for replication.py."""
+        return list(self._data[collection].items())
+
+    def peek(self, collection: str, oid: str) -> dict[str, Any] | None:
+        """The stored object itself (read-only reference)."""
+        return self._data[collection].get(oid)
+
     # -- writes ---------------------------------------------------------------------------
     def _upsert_statement(self, collection: str, obj: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
         return (
@@ -96,12 +109,18 @@ class Store:
         )
 
     async def put(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
-        self._data[collection][obj["id"]] = copy.deepcopy(obj)
+        before = self._data[collection].get(obj["id"])
+        stored = self._data[collection][obj["id"]] = copy.deepcopy(obj)
+        if self.on_write is not None:
+            self.on_write(collection, obj["id"], before, stored)
         await self._persist([self._upsert_statement(collection, obj)])
         return obj
 
     async def delete(self, collection: str, oid: str) -> bool:
-        existed = self._data[collection].pop(oid, None) is not None
+        before = self._data[collection].pop(oid, None)
+        existed = before is not None
+        if existed and self.on_write is not None:
+            self.on_write(collection, oid, before, None)
         await self._persist([("DELETE FROM objects WHERE collection = ? AND id = ?", (collection, oid))])
         return existed
 
