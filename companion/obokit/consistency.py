@@ -88,7 +88,9 @@ async def until_replicated(
     while True:
         tries += 1
         try:
-            result = await attempt() if inspect.iscoroutinefunction(attempt) else await asyncio.to_thread(attempt)
+            result: Any = await attempt() if inspect.iscoroutinefunction(attempt) else await asyncio.to_thread(attempt)
+            if inspect.isawaitable(result):  # e.g. `lambda: graph.applications.by_application_id(i).get()`
+                result = await result
             outcome: Any = result
         except Exception as error:  # noqa: BLE001 - classified below; anything else is re-raised
             outcome = error

@@ -52,6 +52,7 @@ with warnings.catch_warnings():  # the generated builders warn about their own d
     )
     from msgraph.generated.service_principals.service_principals_request_builder import ServicePrincipalsRequestBuilder
 
+from .consistency import until_replicated
 from .files import write_private
 from .target import Target, write_secret
 
@@ -148,7 +149,9 @@ async def ensure_identifier_uri(graph: GraphServiceClient, app: Application, uri
         return app
     await graph.applications.by_application_id(app.id).patch(Application(identifier_uris=[uri]))
     step(f"identifier URI of {app.display_name!r}", "updated")
-    return await graph.applications.by_application_id(app.id).get()
+    return await until_replicated(lambda: graph.applications.by_application_id(app.id).get(),
+                                  what=f"identifier URI of {app.display_name!r}",
+                                  ready=lambda fresh: uri in (fresh.identifier_uris or []))
 
 
 # -- service principals ------------------------------------------------------------------------
@@ -211,7 +214,8 @@ async def rotate_secret(graph: GraphServiceClient, app: Application, target: Tar
     the owner-only secrets file. Removing the previous ones keeps one live secret per app however
     often the notebook runs.
     """
-    current = await graph.applications.by_application_id(app.id).get()
+    current = await until_replicated(lambda: graph.applications.by_application_id(app.id).get(),
+                                     what=f"application {app.display_name!r}")  # new apps reach Graph reads late
     old = [c for c in current.password_credentials or [] if c.display_name == display_name]
     for credential in old:
         await graph.applications.by_application_id(app.id).remove_password.post(
@@ -283,7 +287,9 @@ async def revoke_admin_consent(graph: GraphServiceClient, client_sp: ServicePrin
 async def ensure_role_assignment(graph: GraphServiceClient, resource_sp: ServicePrincipal, principal_id: str,
                                  role_value: str) -> AppRoleAssignment:
     """Assign the app role `role_value` of `resource_sp` to a user, group or service principal."""
-    fresh = await graph.service_principals.by_service_principal_id(resource_sp.id).get()  # roles as of now
+    fresh = await until_replicated(  # roles as of now; a new service principal reaches Graph reads late
+        lambda: graph.service_principals.by_service_principal_id(resource_sp.id).get(),
+        what=f"service principal of {resource_sp.display_name!r}")
     role = next((r for r in fresh.app_roles or [] if r.value == role_value), None)
     if role is None:
         raise ValueError(f"{resource_sp.display_name!r} defines no app role {role_value!r}")
