@@ -29,7 +29,7 @@ import asyncio
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 __all__ = ["REPLICATION_CODES", "NotReplicated", "until_replicated"]
@@ -50,14 +50,14 @@ class NotReplicated(TimeoutError):
     """The directory did not show the write within the timeout."""
 
 
-def _pending_code(outcome: Any) -> str | None:
+def _pending_code(outcome: Any, lagging: Collection[int]) -> str | None:
     """`AADSTS…`/`Graph 404` if `outcome` (a result or an exception) is an answer of a replica that lags behind."""
     if isinstance(outcome, dict):  # MSAL's result dicts
-        codes = [c for c in outcome.get("error_codes") or [] if c in REPLICATION_CODES]
+        codes = [c for c in outcome.get("error_codes") or [] if c in lagging]
         return f"AADSTS{codes[0]}" if codes else None
     if isinstance(outcome, BaseException):
         code = getattr(outcome, "code", None)  # obokit.obo.OboError
-        if isinstance(code, int) and code in REPLICATION_CODES:
+        if isinstance(code, int) and code in lagging:
             return f"AADSTS{code}"
         status = getattr(outcome, "response_status_code", None)  # msgraph-sdk's ODataError
         if status == 404:
@@ -65,7 +65,7 @@ def _pending_code(outcome: Any) -> str | None:
         message = f"{outcome} {getattr(getattr(outcome, 'error', None), 'message', '') or ''}"
         if status == 400 and "does not reference a valid application object" in message:
             return "Graph 400 NoBackingApplicationObject"
-        found = [int(c) for c in _AADSTS.findall(str(outcome)) if int(c) in REPLICATION_CODES]
+        found = [int(c) for c in _AADSTS.findall(str(outcome)) if int(c) in lagging]
         return f"AADSTS{found[0]}" if found else None
     return None
 
@@ -78,11 +78,14 @@ async def until_replicated(
     timeout: float = 120,
     first_wait: float = 1,
     max_wait: float = 10,
+    lagging_codes: Collection[int] = tuple(REPLICATION_CODES),
 ) -> T:
     """`attempt()` until Entra and Graph know about `what`; its first answer that is not a replica lagging behind.
 
     `attempt` may be sync (run in a worker thread) or async, and should build its clients itself. `ready(result)`
-    adds a condition of your own (e.g. "the token has the new role"). Raises `NotReplicated` after `timeout`.
+    adds a condition of your own (e.g. "the token has the new role"). `lagging_codes`: the AADSTS codes to wait
+    out (all of `REPLICATION_CODES` by default; fewer when one of them is the answer you expect). Raises
+    `NotReplicated` after `timeout`.
     """
     deadline, wait, tries = time.monotonic() + timeout, first_wait, 0
     while True:
@@ -94,7 +97,7 @@ async def until_replicated(
             outcome: Any = result
         except Exception as error:  # noqa: BLE001 - classified below; anything else is re-raised
             outcome = error
-        lagging = _pending_code(outcome)
+        lagging = _pending_code(outcome, lagging_codes)
         if lagging is None and not isinstance(outcome, BaseException) and ready is not None and not ready(outcome):
             lagging = "not ready"
         if lagging is None:
