@@ -102,6 +102,8 @@ class Target:
                 credential.authenticate(scopes=ADMIN_SCOPES, enable_cae=True)
             else:
                 record = self._admin_record()
+                if record is not None:  # the record names the client and the authority itself
+                    options = {k: v for k, v in options.items() if k not in ("client_id", "authority")}
                 credential = DeviceCodeCredential(
                     **options, authentication_record=record, cache_persistence_options=TokenCachePersistenceOptions(
                         name=ADMIN_CACHE_NAME, allow_unencrypted_storage=True))  # no keyring on most Linux boxes

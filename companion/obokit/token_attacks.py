@@ -28,7 +28,7 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
@@ -36,8 +36,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastmcp.server.auth.oauth_proxy.models import ClientCode, JTIMapping, UpstreamTokenSet
 
-from .emulator.signing import KeySet, b64url
 from .headless import LOOPBACK_REDIRECT_URI
+
+if TYPE_CHECKING:  # importing obokit.emulator at run time would start nothing, but a tenant run must not need it
+    from .emulator.signing import KeySet
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 __all__ = [
     "REDIRECT_URI", "alg_none", "bad_signature", "claims_of", "forge", "hs256_with_public_key", "proxied_token",
