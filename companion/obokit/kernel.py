@@ -156,6 +156,9 @@ def serve_in_background(
                 ssl_keyfile=ssl_keyfile,
                 # Idle keep-alive TLS connections would otherwise hold every stop for seconds.
                 timeout_graceful_shutdown=0.5,
+                # uvicorn's default (5 s) equals the device-code poll interval: MSAL's next poll could meet a
+                # connection the server is closing (RemoteDisconnected). Entra's front doors keep them longer.
+                timeout_keep_alive=75,
             )
             handle._servers.append(_QuietServer(config))
             handle.urls[app_name] = f"{scheme}://{url_host}:{sock.getsockname()[1]}"
