@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,10 +104,10 @@ def demo_lines() -> list[str]:
 
 
 # -- emulator serve ---------------------------------------------------------------------------
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """`obokit emulator serve` in the background; yields the process and the lines it printed first."""
-    process = subprocess.Popen([*COMMAND, "emulator", "serve", "--state-dir", str(tmp_path / "served")],
+@contextmanager
+def serving(tmp_path: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`obokit emulator serve [options]` in the background; yields the process and the lines it printed first."""
+    process = subprocess.Popen([*COMMAND, "emulator", "serve", *options, "--state-dir", str(tmp_path / "served")],
                                cwd=tmp_path, env=clean_env(tmp_path / "state"), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -120,6 +121,13 @@ def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`obokit emulator serve` in the background; yields the process and the lines it printed first."""
+    with serving(tmp_path) as running:
+        yield running
 
 
 def test_emulator_serve_prints_env_lines_doctor_accepts_them_and_sigterm_stops_it(

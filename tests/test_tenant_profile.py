@@ -8,12 +8,9 @@ browser's last account (ESTSAUTH cookie). The pages are driven with plain httpx,
 
 from __future__ import annotations
 
-import queue
 import re
 import signal
 import ssl
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -445,18 +442,9 @@ def test_quick_profile_records_events_and_keeps_its_shortcut(emulator: Emulator)
 
 
 def test_cli_serves_the_tenant_profile(tmp_path: Path) -> None:
-    from test_cli import COMMAND, clean_env
+    from test_cli import serving
 
-    process = subprocess.Popen(
-        [*COMMAND, "emulator", "serve", "--profile", "tenant", "--replication-delay", "0.2,0.4",
-         "--state-dir", str(tmp_path / "served")],
-        cwd=tmp_path, env=clean_env(tmp_path / "state"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()  # type: ignore[union-attr]
-    printed: list[str] = []
-    try:
-        while not printed or not printed[-1].startswith("State folder"):
-            printed.append(lines.get(timeout=60).rstrip("\n"))
+    with serving(tmp_path, "--profile", "tenant", "--replication-delay", "0.2,0.4") as (process, printed):
         assert "profile tenant (replication delay 0.2-0.4 s)" in printed[0]
         env = dict(line.strip().split("=", 1) for line in printed if line.startswith("  "))
         health = httpx.get(f"{env['AZURE_AUTHORITY_HOST']}/_emulator/health",
@@ -464,7 +452,3 @@ def test_cli_serves_the_tenant_profile(tmp_path: Path) -> None:
         assert health["profile"] == "tenant" and health["replication_delay"] == [0.2, 0.4]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
