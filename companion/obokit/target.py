@@ -154,7 +154,9 @@ class Target:
         """How many On-Behalf-Of exchanges the identity provider has answered; None on a tenant (Entra has no counter)."""
         if not self.is_emulator:
             return None
-        return int(self.emulator.stats()["token_requests"].get("urn:ietf:params:oauth:grant-type:jwt-bearer", 0))
+        from .obo import JWT_BEARER
+
+        return int(self.emulator.stats()["token_requests"].get(JWT_BEARER, 0))
 
     @contextmanager
     def simulated_latency(self, *, identity_ms: float, graph_ms: float) -> Iterator[None]:

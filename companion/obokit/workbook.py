@@ -35,9 +35,9 @@ import re
 import sys
 import threading
 import time
-from typing import Any
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # companion/obokit/ -> repo root
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
