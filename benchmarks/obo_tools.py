@@ -10,7 +10,7 @@ with FastMCP's OAuth client, and drives `check_group_membership` (OBO for GroupM
 
   (a) `requests.post` OBO per call inside the async tool (second source article)
   (b) MSAL `acquire_token_on_behalf_of` per call inside the async tool (first source article)
-  (c) ours: `obokit.obo_cache.OboCache` (async, cached per user token and scopes, coalesced)
+  (c) ours: `obokit.server.obo_cache.OboCache` (async, cached per user token and scopes, coalesced)
 
 Prints calls/s, p50/p95 latency and the OBO exchanges the emulator answered, then the ratios
 (c)/(a) and (c)/(b) and the targets. As in production, each part is its own process: the emulator
@@ -41,12 +41,12 @@ import psutil
 from fastmcp import Client
 
 from obokit.emulator import GRAPH_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID, Emulator, group_id, user_id
-from obokit.mcp_client import HeadlessOAuth
+from obokit.clients.mcp_client import HeadlessOAuth
 from obokit.obo_bench import LoadResult, bearer_token, drive, exchanges_since, msal_per_call, obo_exchanges, requests_per_call
-from obokit.provisioning import Registrations
+from obokit.tenant.provisioning import Registrations
 from obokit.server import start_workbook_server
-from obokit.target import DemoDirectory, Target
-from obokit.tools import GraphApi
+from obokit.tenant.target import DemoDirectory, Target
+from obokit.server.tools import GraphApi
 
 USERS = ("adele", "bruno", "chen")
 TOOL, GRAPH_SCOPES = "check_group_membership", "User.Read openid profile offline_access GroupMember.Read.All"

@@ -17,7 +17,7 @@ from tenant_setup import user_upn
 from obokit.emulator import Emulator
 
 if TYPE_CHECKING:
-    from obokit.mcp_client import HeadlessOAuth
+    from obokit.clients.mcp_client import HeadlessOAuth
 
 blocked_attempts: list[str] = []
 _real_connect = socket.socket.connect
@@ -89,7 +89,7 @@ def chen() -> HeadlessOAuth:
 
 def _signing_in(name: str) -> HeadlessOAuth:
     """fastmcp client auth that signs in as the demo user `name` headlessly (imported late: fastmcp is heavy)."""
-    from obokit.mcp_client import HeadlessOAuth
+    from obokit.clients.mcp_client import HeadlessOAuth
 
     return HeadlessOAuth(account=user_upn(name))
 

@@ -15,9 +15,9 @@ from tenant_setup import Registration, admin_headers, grant_graph_consent, regis
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.ids import SHAREPOINT_HOST
-from obokit.provisioning import Registrations
+from obokit.tenant.provisioning import Registrations
 from obokit.server import RunningServer, start_workbook_server
-from obokit.target import DemoDirectory, Target
+from obokit.tenant.target import DemoDirectory, Target
 
 FINANCE_SITE = f"{SHAREPOINT_HOST}:/sites/finance"
 ENGINEERING_SITE = f"{SHAREPOINT_HOST}:/sites/engineering"

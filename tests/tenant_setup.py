@@ -18,7 +18,7 @@ import httpx
 import msal
 
 from obokit.emulator import GRAPH_APP_ID, Emulator
-from obokit.headless import HeadlessBrowser
+from obokit.clients.headless import HeadlessBrowser
 
 GRAPH_SCOPES_FOR_TOOLS = "User.Read email offline_access openid profile GroupMember.Read.All Sites.Read.All"
 
@@ -103,7 +103,7 @@ def consented_api(emu: Emulator, name: str, redirect_uri: str) -> Registration:
 
 
 def obo_target(emu: Emulator) -> SimpleNamespace:
-    """What `obokit.obo` and `obokit.obo_cache` read of a Target: the tenant authority."""
+    """What `obokit.server.obo` and `obokit.server.obo_cache` read of a Target: the tenant authority."""
     return SimpleNamespace(tenant_authority=emu.tenant_authority)
 
 

@@ -22,10 +22,10 @@ from fastmcp.exceptions import ToolError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from server_fixtures import RECEIPT, register_workbook_server, serve
 
-from obokit.audit import AuditLog, AuditWriteError
+from obokit.server.audit import AuditLog, AuditWriteError
 from obokit.emulator import Emulator
-from obokit.mcp_client import HeadlessOAuth
-from obokit.middleware import AppRoleGate, AuditTrail
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.server.middleware import AppRoleGate, AuditTrail
 from obokit.server import RunningServer
 
 
@@ -125,10 +125,10 @@ async def test_an_unwritable_audit_file_keeps_the_answer_and_logs_an_error(
     async def answers(context: MiddlewareContext) -> str:
         return "the answer"
 
-    with caplog.at_level("ERROR", logger="obokit.middleware"):
+    with caplog.at_level("ERROR", logger="obokit.server.middleware"):
         assert await AuditTrail(log).on_call_tool(call_context("whoami"), answers) == "the answer"
     assert [e.outcome for e in log.entries] == ["ok"] and not log.flush()
-    assert any("AUDIT ENTRY NOT WRITTEN" in r.getMessage() for r in caplog.records if r.name == "obokit.middleware")
+    assert any("AUDIT ENTRY NOT WRITTEN" in r.getMessage() for r in caplog.records if r.name == "obokit.server.middleware")
     log.close()
 
 

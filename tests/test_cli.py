@@ -24,7 +24,7 @@ from server_fixtures import register_workbook_server
 from tenant_setup import Registration, register_api
 
 from obokit.emulator import Emulator
-from obokit.provisioning import MCP_SERVER_APP, TASK_API_APP
+from obokit.tenant.provisioning import MCP_SERVER_APP, TASK_API_APP
 
 ENTRY_POINT = Path(sys.executable).with_name("obokit")
 COMMAND = [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [sys.executable, "-m", "obokit.cli"]

@@ -1,6 +1,6 @@
 """The notebooks' MCP clients register once per (server URL, account), across kernels and restarts.
 
-`obokit.mcp_client.oauth_for` keeps the dynamic client registration on disk (encrypted, owner-only)
+`obokit.clients.mcp_client.oauth_for` keeps the dynamic client registration on disk (encrypted, owner-only)
 and `obokit.server.start_workbook_server` brings a server back at the URL it had, so a new kernel
 (here: a new `oauth_for`, nothing shared in memory) signs in with the registration of the last one
 instead of registering again with the server's OAuth proxy. `proxied_token` (notebook 03's token
@@ -17,9 +17,9 @@ from server_fixtures import make_target, register_workbook_server, registrations
 from tenant_setup import user_upn
 
 from obokit.emulator import Emulator
-from obokit.mcp_client import oauth_for
+from obokit.clients.mcp_client import oauth_for
 from obokit.server import RunningServer, start_workbook_server
-from obokit.target import Target
+from obokit.tenant.target import Target
 from obokit.token_attacks import proxied_token, upstream_token
 
 pytestmark = [pytest.mark.emulator]

@@ -1,12 +1,12 @@
-"""`obokit.consistency.until_replicated`: retries exactly the answers of a replica that lags behind, visibly."""
+"""`obokit.tenant.consistency.until_replicated`: retries exactly the answers of a replica that lags behind, visibly."""
 
 from __future__ import annotations
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
-from obokit.consistency import NotReplicated, until_replicated
-from obokit.obo import OboError
+from obokit.tenant.consistency import NotReplicated, until_replicated
+from obokit.server.obo import OboError
 
 
 def answers(*outcomes):

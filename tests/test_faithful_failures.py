@@ -27,8 +27,8 @@ from kiota_http.middleware.options import RetryHandlerOption
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from obokit.emulator import GRAPH_APP_ID, Emulator, user_id
-from obokit.graph import graph_client
-from obokit.headless import HeadlessBrowser
+from obokit.clients.graph import graph_client
+from obokit.clients.headless import HeadlessBrowser
 from tenant_setup import Registration, consented_api, grant_graph_consent, register_api, run_async, user_token, user_upn
 
 pytestmark = [pytest.mark.filterwarnings("ignore:This class is deprecated:DeprecationWarning"),

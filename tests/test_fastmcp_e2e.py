@@ -3,7 +3,7 @@
 Everything on the wire is real: FastMCP's OAuth proxy and its consent page, the MCP client's
 dynamic client registration and PKCE, the emulator's sign-in page, fastmcp's `EntraOBOToken`
 (azure-identity's async OnBehalfOfCredential) and an httpx call to Graph `/me`. Only the
-browser is replaced, by `obokit.mcp_client.HeadlessOAuth`.
+browser is replaced, by `obokit.clients.mcp_client.HeadlessOAuth`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tenant_setup import Registration, admin_headers, grant_graph_consent, regis
 
 from obokit.emulator import Emulator
 from obokit.kernel import BackgroundServer, bind_loopback, serve_in_background
-from obokit.mcp_client import HeadlessOAuth
+from obokit.clients.mcp_client import HeadlessOAuth
 
 GRAPH_USER_READ = "https://graph.microsoft.com/User.Read"
 OBO_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"

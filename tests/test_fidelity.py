@@ -23,8 +23,8 @@ from tenant_setup import (
 )
 
 from obokit.emulator import GRAPH_APP_ID, Emulator
-from obokit.headless import HeadlessBrowser, SignInError
-from obokit.obo import JWT_BEARER, entra_message
+from obokit.clients.headless import HeadlessBrowser, SignInError
+from obokit.server.obo import JWT_BEARER, entra_message
 
 pytestmark = pytest.mark.emulator
 

@@ -1,4 +1,4 @@
-"""Conformance of the emulator's Graph host with the real msgraph-sdk, through `obokit.graph.graph_client`.
+"""Conformance of the emulator's Graph host with the real msgraph-sdk, through `obokit.clients.graph.graph_client`.
 
 App-only calls use azure-identity's async ClientSecretCredential (the seeded automation app);
 delegated calls use azure-identity's async OnBehalfOfCredential with a user assertion obtained
@@ -42,8 +42,8 @@ with warnings.catch_warnings():  # msgraph's generated builders warn about their
     )
 
 from obokit.emulator import GRAPH_APP_ID, Emulator, group_id, user_id
-from obokit.graph import consistency_eventual, graph_client
-from obokit.headless import HeadlessBrowser
+from obokit.clients.graph import consistency_eventual, graph_client
+from obokit.clients.headless import HeadlessBrowser
 from tenant_setup import consented_api, Registration, user_upn
 
 pytestmark = [

@@ -21,7 +21,7 @@ import msal
 import pytest
 
 from obokit.emulator import Emulator
-from obokit.headless import HeadlessBrowser, parse_forms
+from obokit.clients.headless import HeadlessBrowser, parse_forms
 from tenant_setup import consented_api, register_api, Registration, run_async, user_upn
 
 REDIRECT_URI = "http://localhost:8765/callback"

@@ -17,9 +17,9 @@ from obokit.emulator.key_cache import KEY_FILES, keep_key_material, reuse_key_ma
 from obokit.emulator.recorder import SeenRequest
 from obokit.emulator.signing import KeySet
 from obokit.emulator.tls import ensure_tls
-from obokit.expenses import ExpenseBook
+from obokit.server.expenses import ExpenseBook
 from obokit.files import write_private, write_public
-from obokit.sdk_client import TokenFile
+from obokit.clients.sdk_client import TokenFile
 
 
 def mode(path: Path) -> int:

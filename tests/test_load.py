@@ -43,8 +43,8 @@ from tenant_setup import admin_headers, grant_graph_consent, register_api, user_
 
 from obokit.emulator import Emulator, user_id
 from obokit.emulator.seed import _group, _site, _user
-from obokit.mcp_client import HeadlessOAuth
-from obokit.provisioning import Registrations
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.tenant.provisioning import Registrations
 from obokit.server import RunningServer, start_workbook_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.emulator, pytest.mark.timeout(300)]

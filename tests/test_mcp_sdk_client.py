@@ -3,7 +3,7 @@
 The SDK's own `OAuthClientProvider` (discovery, dynamic client registration, PKCE, code
 exchange) signs in through FastMCP's OAuth proxy (`AzureProvider`) of `obokit.server`, which
 signs in at the emulator; the OBO tools then call the emulator's Graph. Only the user's browser
-is replaced, by `obokit.headless` (through `obokit.sdk_client.HeadlessUserAgent`).
+is replaced, by `obokit.clients.headless` (through `obokit.clients.sdk_client.HeadlessUserAgent`).
 
 The redirect URI tests register, through the proxy's DCR endpoint, exactly what VS Code and the
 MCP Inspector send, and check that unlisted redirect URIs are refused.
@@ -25,8 +25,8 @@ from server_fixtures import FINANCE_SITE, register_workbook_server, serve
 from tenant_setup import Registration, user_upn
 
 from obokit.emulator import Emulator, group_id
-from obokit.headless import SignInError, code_result
-from obokit.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
+from obokit.clients.headless import SignInError, code_result
+from obokit.clients.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
 from obokit.server import RunningServer
 
 # What the two documented clients send to POST /register (VS Code: src/vs/base/common/oauth.ts,

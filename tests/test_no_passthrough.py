@@ -23,7 +23,7 @@ from tenant_setup import Registration, user_upn
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.graph_core import GRAPH_AUDIENCES
 from obokit.emulator.recorder import SeenRequest
-from obokit.mcp_client import HeadlessOAuth
+from obokit.clients.mcp_client import HeadlessOAuth
 from obokit.server import RunningServer
 from obokit.token_attacks import claims_of, upstream_token
 

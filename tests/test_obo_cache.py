@@ -1,4 +1,4 @@
-"""obokit.obo_cache.OboCache against the emulator, and the workbook server that uses it by default.
+"""obokit.server.obo_cache.OboCache against the emulator, and the workbook server that uses it by default.
 
 Behaviour, not timing: the emulator counts the OBO exchanges it answers per (user, scope); the
 no-blocking check compares which call finishes first while the identity provider is slow.
@@ -18,9 +18,9 @@ from server_fixtures import FINANCE_SITE, serve_consented
 from tenant_setup import Registration, consented_api, grant_graph_consent, obo_target, register_api, user_token, user_upn
 
 from obokit.emulator import Emulator, group_id, user_id
-from obokit.mcp_client import HeadlessOAuth
-from obokit.obo import OboError
-from obokit.obo_cache import OboCache, cache_key
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.server.obo import OboError
+from obokit.server.obo_cache import OboCache, cache_key
 from obokit.server import RunningServer
 
 REDIRECT_URI = "http://localhost:8766/callback"

@@ -1,4 +1,4 @@
-"""obokit.obo against the emulator with the real httpx and MSAL: the raw jwt-bearer POST, MSAL's OBO
+"""obokit.server.obo against the emulator with the real httpx and MSAL: the raw jwt-bearer POST, MSAL's OBO
 (in a worker thread from async code), the AADSTS errors they surface, and the request counter."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from obokit.emulator import Emulator
-from obokit.obo import (
+from obokit.server.obo import (
     JWT_BEARER,
     CountingSession,
     OboError,

@@ -27,8 +27,8 @@ from tenant_setup import admin_headers, msal_sign_in, register_api, user_upn
 
 from obokit.emulator import Emulator, group_id
 from obokit.kernel import BackgroundServer, bind_loopback, serve_in_background
-from obokit.mcp_client import HeadlessOAuth
-from obokit.provisioning import Registrations
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.tenant.provisioning import Registrations
 from obokit.server import build_server, workbook_auth
 
 pytestmark = [pytest.mark.emulator]

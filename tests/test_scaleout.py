@@ -22,7 +22,7 @@ from server_fixtures import FINANCE_SITE, make_target, register_workbook_server,
 from tenant_setup import user_upn
 
 from obokit.emulator import Emulator
-from obokit.mcp_client import HeadlessOAuth
+from obokit.clients.mcp_client import HeadlessOAuth
 from obokit.redis_server import RedisServer, start_redis
 from obokit.scaleout import STORAGE_SALT, RoundRobinProxy, Route, ScaleOut, start_scale_out
 from obokit.server import signing_key

@@ -29,9 +29,9 @@ from server_fixtures import RECEIPT, register_workbook_server, start
 
 from obokit.display import redact
 from obokit.emulator import Emulator, group_id
-from obokit.mcp_client import HeadlessOAuth
-from obokit.provisioning import forget_secrets
-from obokit.target import write_secret
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.tenant.provisioning import forget_secrets
+from obokit.tenant.target import write_secret
 from tenant_setup import user_upn
 
 ROOT = Path(__file__).resolve().parents[1]

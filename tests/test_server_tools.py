@@ -20,8 +20,8 @@ from tenant_setup import Registration, user_upn
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.ids import SHAREPOINT_HOST
-from obokit.expenses import ExpenseBook, InvalidExpense, parse_amount
-from obokit.mcp_client import HeadlessOAuth
+from obokit.server.expenses import ExpenseBook, InvalidExpense, parse_amount
+from obokit.clients.mcp_client import HeadlessOAuth
 from obokit.server import SIGNING_KEY_NAME, RunningServer, signing_key
 
 

@@ -28,7 +28,7 @@ from tenant_setup import admin_headers, run_async, user_upn
 from obokit.emulator import GRAPH_APP_ID, GRAPH_CLI_APP_ID, Emulator
 from obokit.emulator.replication import Replication
 from obokit.emulator.store import Store
-from obokit.headless import HeadlessBrowser, parse_forms
+from obokit.clients.headless import HeadlessBrowser, parse_forms
 
 # The redirects are read as a browser sees them (response_mode=query), which MSAL warns about.
 pytestmark = [pytest.mark.emulator, pytest.mark.filterwarnings("ignore:response_mode='form_post' is recommended")]
@@ -135,7 +135,7 @@ def new_app(graph: httpx.Client, name: str, **extra: Any) -> dict[str, Any]:
 
 def token_error(emu: Emulator, client_id: str, secret: str) -> dict[str, Any]:
     """client_credentials with a new MSAL client each time: MSAL answers a repeated request that failed with
-    400 from its own cache for a while (the reason obokit.consistency builds a new client per attempt)."""
+    400 from its own cache for a while (the reason obokit.tenant.consistency builds a new client per attempt)."""
     app = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=emu.tenant_authority,
                                              instance_discovery=False)
     return app.acquire_token_for_client([f"{GRAPH}/.default"])

@@ -12,7 +12,7 @@ Both answer 401 with `WWW-Authenticate: Bearer error="invalid_token", ... resour
 The official `mcp` SDK client (its own `OAuthClientProvider`) holding the proxied token is sent
 back to sign in, which our user agent refuses: that is how a rejected token surfaces there. A
 valid token passes both ways (the positive control), and fastmcp's stock `JWTVerifier` is shown
-to accept exactly the cases `obokit.verifier.EntraTokenVerifier` closes (the three of the
+to accept exactly the cases `obokit.server.verifier.EntraTokenVerifier` closes (the three of the
 issue, and `iat` in the future).
 """
 
@@ -34,13 +34,13 @@ from server_fixtures import register_workbook_server, start
 from tenant_setup import Registration, register_api, run_async, user_token, user_upn
 
 from obokit.emulator import Emulator
-from obokit.sdk_client import TokenFile, connect, sdk_oauth
+from obokit.clients.sdk_client import TokenFile, connect, sdk_oauth
 from obokit.server import RunningServer
 from obokit.token_attacks import (
     REDIRECT_URI, alg_none, bad_signature, claims_of, forge, hs256_with_public_key, proxied_token,
     register_client, tampered, unknown_kid,
 )
-from obokit.verifier import EntraTokenVerifier, rejection_reason
+from obokit.server.verifier import EntraTokenVerifier, rejection_reason
 
 SERVER_REDIRECT = "http://localhost:8000/auth/callback"
 GRAPH_USER_READ = "https://graph.microsoft.com/User.Read"
@@ -68,7 +68,7 @@ CASES: dict[str, str | None] = {
     "missing scope mcp-access": None,
     "app-only token (no scp)": None,
     "unknown crit header": None,
-    # validly signed, but claims Entra would never issue (obokit.verifier's claim rules)
+    # validly signed, but claims Entra would never issue (obokit.server.verifier's claim rules)
     "oid not a GUID": "oid is not a GUID",
     "scp as a list": "scp is not a space-separated string",
     "ver 1.0 with the v2 issuer": "does not match the v2 issuer",
@@ -231,7 +231,7 @@ async def test_a_valid_user_token_passes_over_http_and_through_the_sdk(matrix: M
 @pytest.mark.parametrize("case", list(CASES))
 async def test_hostile_token_is_refused_over_http(matrix: Matrix, case: str, caplog: pytest.LogCaptureFixture) -> None:
     token = matrix.hostile[case]
-    with caplog.at_level(logging.WARNING, logger="obokit.verifier"):
+    with caplog.at_level(logging.WARNING, logger="obokit.server.verifier"):
         proxied = await initialize(matrix.server, await proxied_token(matrix.server, token, client_id=matrix.client_id))
     assert_challenged(matrix.server, proxied)
     if CASES[case]:

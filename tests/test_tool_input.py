@@ -1,6 +1,6 @@
 """Bad tool arguments, sent through real MCP clients, are refused with a message that says what to send.
 
-Every tool of the workbook server (`obokit.tools`) is called by a FastMCP client signed in as Bruno (who
+Every tool of the workbook server (`obokit.server.tools`) is called by a FastMCP client signed in as Bruno (who
 holds both app roles). A refused call never reaches storage or Graph, and the message names the argument.
 The type checks FastMCP does from the signatures (missing, wrongly typed, unknown arguments) are covered
 too, as is the official `mcp` SDK client's view of a refusal (`isError` with the text).
@@ -19,8 +19,8 @@ from server_fixtures import RECEIPT, serve_consented
 
 from obokit.emulator import Emulator, group_id, user_id
 from obokit.emulator.ids import SHAREPOINT_HOST
-from obokit.mcp_client import HeadlessOAuth
-from obokit.sdk_client import HeadlessUserAgent, connect, sdk_oauth
+from obokit.clients.mcp_client import HeadlessOAuth
+from obokit.clients.sdk_client import HeadlessUserAgent, connect, sdk_oauth
 from obokit.server import RunningServer
 from tenant_setup import user_upn
 

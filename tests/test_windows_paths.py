@@ -20,7 +20,7 @@ import obokit.files as files
 from obokit.emulator.emulator import Emulator
 from obokit.emulator.key_cache import KEY_FILES
 from obokit.redis_server import RedisNotInstalled, find_redis_server
-from obokit.target import write_secret
+from obokit.tenant.target import write_secret
 
 WINDOWS_SIGNALS = {"SIGABRT", "SIGBREAK", "SIGFPE", "SIGILL", "SIGINT", "SIGSEGV", "SIGTERM"}
 

@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 
 from obokit.emulator.seed import demo_tenant
 from obokit.emulator.store import Store
-from obokit.provisioning import GRAPH_APP_ID, MCP_SERVER_APP, SECRET_KEYS, TASK_API_APP, TASK_CLIENT_APP
+from obokit.tenant.provisioning import GRAPH_APP_ID, MCP_SERVER_APP, SECRET_KEYS, TASK_API_APP, TASK_CLIENT_APP
 from obokit.workbook import run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

@@ -86,7 +86,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from .cleanup import run_cleanup
+    from .tenant.cleanup import run_cleanup
 
     return run_cleanup(yes=args.yes)
 

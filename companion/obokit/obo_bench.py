@@ -8,7 +8,7 @@ Three of them, all doing the same OBO exchange at the same token endpoint:
   (a new TCP + TLS connection each time), so every other caller waits;
 * `msal_per_call` - (b) the first source article: MSAL's `acquire_token_on_behalf_of` on every call,
   inside the async tool; MSAL keeps its connection, but the call blocks the loop just the same;
-* `None` - (c) ours, the server's default: `obokit.obo_cache.OboCache` (async, cached, coalesced).
+* `None` - (c) ours, the server's default: `obokit.server.obo_cache.OboCache` (async, cached, coalesced).
 
 `drive` runs N concurrent callers against a tool for a while and returns calls/s and latency
 percentiles; `benchmarks/obo_tools.py` prints the full table, notebook 05 a small live version.
@@ -33,12 +33,12 @@ import requests
 from fastmcp import Client
 from fastmcp.server.dependencies import get_access_token
 
-from .obo import JWT_BEARER, OboError, check, confidential_client, token_endpoint
-from .tools import OboTokenSource
+from .server.obo import JWT_BEARER, OboError, check, confidential_client, token_endpoint
+from .server.tools import OboTokenSource
 
 
 class AppCredentials(Protocol):
-    """What the sources need of `obokit.provisioning.Registrations`."""
+    """What the sources need of `obokit.tenant.provisioning.Registrations`."""
 
     mcp_server_client_id: str
     mcp_server_client_secret: str

@@ -31,10 +31,10 @@ from key_value.aio.protocols import AsyncKeyValue
 from key_value.aio.stores.redis import RedisStore
 from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
 
-from .audit import AuditLog
+from .server.audit import AuditLog
 from .kernel import BackgroundServer, bind_loopback, serve_in_background
 from .server import STORAGE_SALT, ServerRegistration, build_server, default_storage_dir, signing_key, workbook_auth
-from .target import Target
+from .tenant.target import Target
 
 __all__ = ["Replica", "RoundRobinProxy", "Route", "ScaleOut", "shared_client_store", "start_replica",
            "start_scale_out"]
@@ -252,7 +252,7 @@ def start_scale_out(target: Target, redis_url: str, *, replicas: int = 2, regist
                     storage_dir: Path | None = None, name: str = "scale-out", stateless: bool = True) -> ScaleOut:
     """Bind the proxy's public URL first, start `replicas` replicas built around it, then serve the proxy."""
     if registration is None:
-        from .provisioning import registrations
+        from .tenant.provisioning import registrations
 
         registration = registrations(target)
     sock = bind_loopback("127.0.0.1", 0)

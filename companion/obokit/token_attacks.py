@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastmcp.server.auth.oauth_proxy.models import ClientCode, JTIMapping, UpstreamTokenSet
 
-from .headless import LOOPBACK_REDIRECT_URI
+from .clients.headless import LOOPBACK_REDIRECT_URI
 
 if TYPE_CHECKING:  # importing obokit.emulator at run time would start nothing, but a tenant run must not need it
     from .emulator.signing import KeySet

@@ -84,8 +84,8 @@ def _short_error(exc: BaseException, limit: int = 40) -> str:
 # Run silently in the next notebook's kernel while the current notebook runs (see `Prewarmed`): the
 # heavy imports, and msgraph's model registry (its first deserialization imports ~1200 modules, 2 s).
 PREWARM_CODE = """
-import obokit.kernel, obokit.target, obokit.display, obokit.provisioning, obokit.graph, obokit.server
-import obokit.mcp_client, msal, httpx, jsonschema
+import obokit.kernel, obokit.tenant.target, obokit.display, obokit.tenant.provisioning, obokit.clients.graph, obokit.server
+import obokit.clients.mcp_client, msal, httpx, jsonschema
 from msgraph.generated.models.user import User
 User().get_field_deserializers()
 """

@@ -31,7 +31,7 @@ import httpx
 from dotenv import dotenv_values
 
 from obokit.emulator import GRAPH_APP_ID
-from obokit.target import ADMIN_SCOPES, GRAPH_CLI_CLIENT_ID
+from obokit.tenant.target import ADMIN_SCOPES, GRAPH_CLI_CLIENT_ID
 from obokit.workbook import _patched_environ
 from test_secrets_scan import scan_text
 

@@ -26,8 +26,8 @@ import httpx
 from obokit.display import decode_unverified
 from obokit.emulator import GRAPH_APP_ID, Emulator
 from obokit.emulator.grants import pkce_s256
-from obokit.headless import code_result
-from obokit.target import GRAPH_CLI_CLIENT_ID, DemoDirectory, Target
+from obokit.clients.headless import code_result
+from obokit.tenant.target import GRAPH_CLI_CLIENT_ID, DemoDirectory, Target
 from tenant_setup import GRAPH_SCOPES_FOR_TOOLS, Registration, run_async
 from test_aadsts_errors import tamper
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # the admin's device-code client (obokit.target)
+GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # the admin's device-code client (obokit.tenant.target)
 EVENTS_PATH = "/_emulator/events"
 
 

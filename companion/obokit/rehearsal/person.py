@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from ..headless import APPROVE_VALUES, parse_forms
+from ..clients.headless import APPROVE_VALUES, parse_forms
 from .plan import plan_for
 from .rundir import RunDir
 from .signin import AADSTS, ACCOUNT_FIELD

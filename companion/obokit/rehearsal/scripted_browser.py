@@ -2,7 +2,7 @@
 
 `webbrowser.open(url)` runs it with the URL as its only argument and waits for it to exit, and FastMCP
 opens the browser before its callback listener is up; so it starts a detached copy of itself (`--drive`)
-and exits at once. The copy walks the pages with `obokit.headless.HeadlessBrowser` (FastMCP's consent page,
+and exits at once. The copy walks the pages with `obokit.clients.headless.HeadlessBrowser` (FastMCP's consent page,
 the sign-in page, Entra's consent page) with the run's cookie jar, so a session cookie of an earlier sign-in
 is sent like a real browser sends it, then delivers the final redirect to the client's loopback listener,
 retrying until it answers.

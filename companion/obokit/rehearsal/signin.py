@@ -1,7 +1,7 @@
 """One browser sign-in of the rehearsal: who it is for, the pages walked, who the pages signed in.
 
 Called by the scripted browser under the run folder's lock (it reads and writes the plan cursor, the
-session and the cookie jar). The pages are walked by `obokit.headless.HeadlessBrowser`; every response is
+session and the cookie jar). The pages are walked by `obokit.clients.headless.HeadlessBrowser`; every response is
 noted on the way (`PageLog`), and `read_walk` tells from them what a person would have seen: account
 pickers rendered by the identity host, its consent pages, the account picked, or none (an automatic sign-in
 by the session cookie, or by `login_hint`).
@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import httpx
 
-from ..headless import APPROVE_VALUES, Form, HeadlessBrowser, SignInError, parse_forms
+from ..clients.headless import APPROVE_VALUES, Form, HeadlessBrowser, SignInError, parse_forms
 from .plan import ROLES, plan_for
 from .rundir import RunDir
 

@@ -56,7 +56,7 @@ def _pending_code(outcome: Any, lagging: Collection[int]) -> str | None:
         codes = [c for c in outcome.get("error_codes") or [] if c in lagging]
         return f"AADSTS{codes[0]}" if codes else None
     if isinstance(outcome, BaseException):
-        code = getattr(outcome, "code", None)  # obokit.obo.OboError
+        code = getattr(outcome, "code", None)  # obokit.server.obo.OboError
         if isinstance(code, int) and code in lagging:
             return f"AADSTS{code}"
         status = getattr(outcome, "response_status_code", None)  # msgraph-sdk's ODataError

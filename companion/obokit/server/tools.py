@@ -10,7 +10,7 @@
 | `check_site_access` | `Task.Read` | `GET /sites/{host}:/sites/{name}` |
 | `approve_expense` | `Task.Write` | - |
 
-Tier 1 is enforced by `obokit.middleware.AppRoleGate` from the tools' tags. Every Graph call
+Tier 1 is enforced by `obokit.server.middleware.AppRoleGate` from the tools' tags. Every Graph call
 goes through `GraphApi`, which gets its token from an `OboTokenSource` (`GraphApi(obo=...)`):
 the server's default is `cached_on_behalf_of(OboCache)` (one exchange per user and scopes, coalesced,
 non-blocking); `on_behalf_of` is FastMCP's `EntraOBOToken` way (azure-identity's credential).
@@ -82,7 +82,7 @@ async def on_behalf_of(scopes: Sequence[str]) -> str:
 
 
 def cached_on_behalf_of(cache: OboCache) -> OboTokenSource:
-    """The workbook server's default token source: OBO through `cache` (`obokit.obo_cache.OboCache`).
+    """The workbook server's default token source: OBO through `cache` (`obokit.server.obo_cache.OboCache`).
 
     One exchange per (user token, scopes) until shortly before expiry, concurrent first calls
     coalesced, nothing blocking the event loop. Refusals read as those of `on_behalf_of`.

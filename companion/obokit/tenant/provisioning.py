@@ -53,7 +53,7 @@ with warnings.catch_warnings():  # the generated builders warn about their own d
     from msgraph.generated.service_principals.service_principals_request_builder import ServicePrincipalsRequestBuilder
 
 from .consistency import until_replicated
-from .files import write_private
+from ..files import write_private
 from .target import Target, write_secret
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph, the same in every tenant

@@ -3,7 +3,7 @@
 FastMCP's `OAuth` opens the learner's browser at the MCP server's authorize URL and runs a
 local callback server to catch the redirect. `HeadlessOAuth` keeps everything else (discovery,
 dynamic client registration, PKCE, token storage and refresh) and replaces only those two
-steps: `obokit.headless.HeadlessBrowser` walks the same pages a person would (FastMCP's
+steps: `obokit.clients.headless.HeadlessBrowser` walks the same pages a person would (FastMCP's
 consent screen, the sign-in page's account picker, FastMCP's `/auth/callback`) and hands the
 final redirect back, so no port is listened on and no browser is needed.
 
@@ -32,7 +32,7 @@ from key_value.aio.wrappers.routing import RoutingWrapper
 from mcp.shared.auth import AuthorizationCodeResult
 
 from obokit import settings
-from obokit.headless import HeadlessBrowser, SignInError, code_result
+from obokit.clients.headless import HeadlessBrowser, SignInError, code_result
 
 __all__ = ["CLIENT_STORAGE_KEY_NAME", "HeadlessOAuth", "client_registrations", "oauth_for"]
 
@@ -47,7 +47,7 @@ class HeadlessOAuth(OAuth):
     Example::
 
         from fastmcp import Client
-        from obokit.mcp_client import HeadlessOAuth
+        from obokit.clients.mcp_client import HeadlessOAuth
 
         auth = HeadlessOAuth(account="bruno@obokitdemo.onmicrosoft.com")
         async with Client("http://127.0.0.1:8000/mcp", auth=auth) as client:
@@ -143,7 +143,7 @@ def client_registrations(target: Any, account: str, *, storage_dir: Path | None 
 
 
 def oauth_for(target: Any, *, account: str, **kwargs: Any) -> OAuth:
-    """The MCP client's OAuth for `target` (an `obokit.target.Target`), registered once per server URL and account.
+    """The MCP client's OAuth for `target` (an `obokit.tenant.target.Target`), registered once per server URL and account.
 
     Emulator: `HeadlessOAuth` signs in as the demo `account`. Tenant: FastMCP's own `OAuth`,
     which opens your browser (sign in as that account there) and catches the redirect locally.

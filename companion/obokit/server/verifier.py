@@ -55,7 +55,7 @@ CLOCK_SKEW_SECONDS = 300  # tolerated clock difference for `nbf` and `iat` (5 mi
 MAX_LIFETIME_SECONDS = 28 * 3600
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SCOPE_LIST = re.compile(r"^[^\s\x00-\x1f]+( [^\s\x00-\x1f]+)*$")
-logger = logging.getLogger("obokit.verifier")
+logger = logging.getLogger("obokit.server.verifier")
 
 
 def _is_time(value: Any) -> bool:
@@ -132,7 +132,7 @@ class EntraTokenVerifier(JWTVerifier):
     and the workbook's policy that only delegated user tokens are accepted.
 
     A refused token makes `verify_token` return None (the server answers 401 with its
-    `WWW-Authenticate` challenge) and logs one line on `obokit.verifier` with the reason,
+    `WWW-Authenticate` challenge) and logs one line on `obokit.server.verifier` with the reason,
     never the token.
     """
 

@@ -1,13 +1,13 @@
 """`obokit cleanup`: list, then remove, what the workbook created in the target tenant.
 
-The workbook's objects are the applications named in `obokit.provisioning.WORKBOOK_APPS` (what
+The workbook's objects are the applications named in `obokit.tenant.provisioning.WORKBOOK_APPS` (what
 01-app-registration creates) and everything hanging off them: their service principals, the
 delegated permission grants those service principals hold (admin and user consent), the app
 role assignments made to them, and their client secrets. `plan()` lists them without changing
 anything (the default dry run); `remove()` deletes them with provisioning's
 `remove_workbook_objects` and drops the registrations' keys from the secrets file.
 
-    from obokit.cleanup import run_cleanup
+    from obokit.tenant.cleanup import run_cleanup
     exit_code = run_cleanup(yes=False)   # dry run: prints what would be removed
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from msgraph import GraphServiceClient
 
-from .graph import graph_client
+from ..clients.graph import graph_client
 from .provisioning import (
     WORKBOOK_APPS,
     delegated_grants,

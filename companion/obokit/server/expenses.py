@@ -1,6 +1,6 @@
 """The workbook server's example data: each user's expenses, validated before they are stored.
 
-The MCP tools in `obokit.tools` are thin: they check who is calling and hand over to an
+The MCP tools in `obokit.server.tools` are thin: they check who is calling and hand over to an
 `ExpenseBook`, which keeps one list per user (keyed by the caller's Entra object id, `oid`,
 never by a name that can change) and refuses bad input with a message a person can act on.
 
@@ -22,8 +22,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from .display import redact
-from .files import write_private
+from ..display import redact
+from ..files import write_private
 
 CATEGORIES = ("travel", "meals", "lodging", "equipment", "training", "other")
 MAX_AMOUNT = Decimal("10000")

@@ -14,14 +14,14 @@ never a token or a secret.
 
 Example::
 
-    from obokit.obo import raw_obo_exchange, OboError
+    from obokit.server.obo import raw_obo_exchange, OboError
     try:
         graph = await raw_obo_exchange(target, client_id, secret, assertion, ["https://graph.microsoft.com/User.Read"])
     except OboError as e:
         print(e.aadsts, e.description)   # AADSTS65001 The user or administrator has not consented ...
 
 The seam for caching is `OboExchange`: an async callable `(assertion, scopes) -> token response`.
-`raw_exchange` and `msal_exchange` return one; `obokit.obo_cache.OboCache` wraps any of them (one
+`raw_exchange` and `msal_exchange` return one; `obokit.server.obo_cache.OboCache` wraps any of them (one
 exchange per assertion and scopes, concurrent first calls coalesced) without the tools noticing.
 """
 
@@ -37,7 +37,7 @@ import httpx
 import msal
 import requests
 
-from .settings import is_microsoft_cloud
+from ..settings import is_microsoft_cloud
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
@@ -49,7 +49,7 @@ OboExchange = Callable[[str, Sequence[str]], Awaitable[dict[str, Any]]]
 
 
 class HasAuthority(Protocol):
-    """What the helpers need of `obokit.target.Target`."""
+    """What the helpers need of `obokit.tenant.target.Target`."""
 
     tenant_authority: str  # https://login.microsoftonline.com/{tenant} or the emulator's
 

@@ -8,12 +8,12 @@ things, and this module gives it ours:
 * a `TokenStorage`: `TokenFile` keeps the registration and the tokens in an owner-only JSON
   file (or in memory), so a second session reuses both;
 * a redirect handler (open the user's browser at the authorization URL) and a callback handler
-  (catch the redirect back): `HeadlessUserAgent` plays the user with `obokit.headless.HeadlessBrowser`,
+  (catch the redirect back): `HeadlessUserAgent` plays the user with `obokit.clients.headless.HeadlessBrowser`,
   which walks FastMCP's consent page and the emulator's account picker and stops at the redirect.
 
 Example::
 
-    from obokit.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
+    from obokit.clients.sdk_client import HeadlessUserAgent, TokenFile, connect, sdk_oauth
 
     agent = HeadlessUserAgent(account="bruno@obokitdemo.onmicrosoft.com")
     auth = sdk_oauth("http://localhost:8000/mcp", agent=agent, storage=TokenFile(".obokit/sdk-client.json"))
@@ -38,7 +38,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from obokit.files import write_private
-from obokit.headless import LOOPBACK_REDIRECT_URI, HeadlessBrowser, SignInError, code_result
+from obokit.clients.headless import LOOPBACK_REDIRECT_URI, HeadlessBrowser, SignInError, code_result
 
 __all__ = ["DEFAULT_REDIRECT_URI", "HeadlessUserAgent", "TokenFile", "connect", "sdk_oauth"]
 

@@ -22,9 +22,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 from azure.identity import AuthenticationRecord, DeviceCodeCredential, TokenCachePersistenceOptions
 
-from . import settings
-from .files import write_private
-from .headless import HeadlessBrowser
+from .. import settings
+from ..files import write_private
+from ..clients.headless import HeadlessBrowser
 
 GRAPH_CLI_CLIENT_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"  # Microsoft Graph Command Line Tools
 # What the admin's sign-in asks for: the delegated Graph permissions notebooks 01, 02, 06 and 08 use
@@ -154,7 +154,7 @@ class Target:
         """How many On-Behalf-Of exchanges the identity provider has answered; None on a tenant (Entra has no counter)."""
         if not self.is_emulator:
             return None
-        from .obo import JWT_BEARER
+        from ..server.obo import JWT_BEARER
 
         return int(self.emulator.stats()["token_requests"].get(JWT_BEARER, 0))
 
@@ -235,8 +235,8 @@ _current: Target | None = None
 
 
 def _emulator_target() -> Target:
-    from .emulator import Emulator, group_id
-    from .emulator.ids import SHAREPOINT_HOST, TENANT_DOMAIN
+    from ..emulator import Emulator, group_id
+    from ..emulator.ids import SHAREPOINT_HOST, TENANT_DOMAIN
 
     emulator = Emulator().start()
     return Target(

@@ -6,7 +6,7 @@
 * `AppRoleGate` is tier 1 of the workbook's security: a tool tagged with an app role's name
   (`@mcp.tool(tags={"Task.Write"})`) is listed only to callers whose token carries that role
   in its `roles` claim, and a call from anyone else is refused before the tool runs.
-* `AuditTrail` writes one `obokit.audit.AuditEntry` per tool call.
+* `AuditTrail` writes one `obokit.server.audit.AuditEntry` per tool call.
 
 Order matters: FastMCP runs the first middleware of the list outermost, so
 `[CallerContext(), AuditTrail(log), AppRoleGate(...)]` audits the gate's refusals too.
@@ -186,12 +186,12 @@ class AuditTrail(Middleware):
 
     A call that is cancelled (the client went away) is recorded as "cancelled". When the audit file
     cannot be written, the tool's answer still goes out (the tool has run; withholding its answer
-    would not undo it) and the failure is logged at ERROR on `obokit.middleware`; the entry stays
+    would not undo it) and the failure is logged at ERROR on `obokit.server.middleware`; the entry stays
     in memory and `AuditLog.flush()` returns False.
     """
 
     def __init__(self, log: Any) -> None:
-        self.log = log  # an obokit.audit.AuditLog
+        self.log = log  # an obokit.server.audit.AuditLog
 
     async def on_call_tool(self, context: MiddlewareContext, call_next: CallNext) -> Any:
         caller = await context.fastmcp_context.get_state(CALLER) if context.fastmcp_context else None

@@ -1,6 +1,6 @@
 """Who called which tool, which downstream API the tool called for them, and how it ended.
 
-The `AuditTrail` middleware (`obokit.middleware`) writes one `AuditEntry` per tool call into an
+The `AuditTrail` middleware (`obokit.server.middleware`) writes one `AuditEntry` per tool call into an
 `AuditLog`: the last `keep` entries in memory for the notebook, and every entry appended to a JSON
 Lines file when one is given. The file is written by a thread of the log's own, never on the
 server's event loop: `AuditTrail` awaits `AuditLog.arecord`, which returns once the entry is in the

@@ -1,6 +1,6 @@
 """An OBO token cache for async servers: one exchange per (user assertion, scopes), shared by all callers.
 
-`OboCache` wraps any `obokit.obo.OboExchange` (an async `(assertion, scopes) -> token response`):
+`OboCache` wraps any `obokit.server.obo.OboExchange` (an async `(assertion, scopes) -> token response`):
 
 * a result is reused until `skew` seconds before its `expires_in` runs out;
 * concurrent first calls for the same key wait on one in-flight exchange (request coalescing);
@@ -14,7 +14,7 @@ Nothing blocks: the exchange is an `await`, and the cache itself does no I/O. Us
 
 Example::
 
-    from obokit.obo_cache import OboCache
+    from obokit.server.obo_cache import OboCache
 
     cache = OboCache.for_app(target, client_id, client_secret)   # raw jwt-bearer POSTs over one httpx pool
     graph_token = await cache.token(user_assertion, ["https://graph.microsoft.com/User.Read"])
