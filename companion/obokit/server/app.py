@@ -28,6 +28,7 @@ from .. import settings
 from ..kernel import BackgroundServer, bind_loopback, serve_in_background, stop_previous
 from ..tenant.target import Target
 from .audit import AuditLog
+from .credentials import ClientSecret, ServerCredential
 from .expenses import ExpenseBook
 from .middleware import AppRoleGate, AuditTrail, CallerContext
 from .obo_cache import OboCache
@@ -74,18 +75,22 @@ def build_server(
     audit_log: AuditLog | None = None,
     expenses: ExpenseBook | None = None,
     obo: OboTokenSource | None = None,
+    credential: ServerCredential | None = None,
 ) -> FastMCP:
     """The workbook's FastMCP server (not yet serving): Entra sign-in, tier-1 roles, OBO tools, audit.
 
     `obo` is how the tools get a Graph token for the caller; by default an `OboCache` of the server's
     app (one exchange per user token and scopes, coalesced, non-blocking), reachable as
     `mcp.obo_cache`. Pass `obokit.server.tools.on_behalf_of` for FastMCP's own `EntraOBOToken` credential.
+    `credential`: how the server's app proves itself to Entra, in the proxy and in OBO (`obokit.server.credentials`;
+    default: the registration's client secret).
     """
-    auth = auth or workbook_auth(target, registration, base_url=base_url, storage_dir=storage_dir)
+    credential = credential if credential is not None else ClientSecret(registration.mcp_server_client_secret)
+    auth = auth or workbook_auth(target, registration, base_url=base_url, storage_dir=storage_dir, credential=credential)
     audit_log = audit_log if audit_log is not None else AuditLog(Path(storage_dir) / "audit.jsonl")
     cache: OboCache | None = None
     if obo is None:
-        cache = OboCache.for_app(target, registration.mcp_server_client_id, registration.mcp_server_client_secret)
+        cache = OboCache.for_app(target, registration.mcp_server_client_id, credential)
         obo = cached_on_behalf_of(cache)
     graph = GraphApi(target.graph_url, obo=obo)
 
@@ -159,12 +164,13 @@ def start_workbook_server(
     expenses: ExpenseBook | None = None,
     registration: ServerRegistration | None = None,
     obo: OboTokenSource | None = None,
+    credential: ServerCredential | None = None,
 ) -> RunningServer:
     """Build the workbook server and serve it in the background; re-using `name` replaces it.
 
     The registration comes from `obokit.tenant.provisioning.registrations(target)` (01-app-registration).
     `port=None` comes back on the port the server `name` had last time, if free (`server_socket`);
-    `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`: see `build_server`.
+    `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`, `credential`: see `build_server`.
     """
     if registration is None:
         from ..tenant.provisioning import registrations
@@ -181,7 +187,7 @@ def start_workbook_server(
     expenses = expenses if expenses is not None else ExpenseBook()
     try:
         mcp = build_server(target, registration, base_url=base_url, storage_dir=storage_dir,
-                           audit_log=audit_log, expenses=expenses, obo=obo)
+                           audit_log=audit_log, expenses=expenses, obo=obo, credential=credential)
     except BaseException:
         sock.close()
         raise

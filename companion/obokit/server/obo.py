@@ -38,11 +38,13 @@ import msal
 import requests
 
 from ..settings import is_microsoft_cloud
+from .credentials import ClientSecret, ServerCredential
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 # Fields of a token endpoint answer that must never be shown or logged.
-SECRET_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_info", "client_secret", "assertion"})
+SECRET_FIELDS = frozenset({"access_token", "refresh_token", "id_token", "client_info", "client_secret", "assertion",
+                           "client_assertion"})
 
 OboExchange = Callable[[str, Sequence[str]], Awaitable[dict[str, Any]]]
 """An async OBO exchange: (the user's access token, downstream scopes) -> Entra's token response."""
@@ -92,6 +94,11 @@ class OboError(RuntimeError):
         return self.description.split(": ", 1)[1] if self.description.startswith("AADSTS") else self.description
 
 
+def as_credential(credential: str | ServerCredential) -> ServerCredential:
+    """A `ServerCredential`; a plain string is a client secret."""
+    return ClientSecret(credential) if isinstance(credential, str) else credential
+
+
 def token_endpoint(target: HasAuthority) -> str:
     return f"{target.tenant_authority}/oauth2/v2.0/token"
 
@@ -107,7 +114,7 @@ def check(result: dict[str, Any]) -> dict[str, Any]:
 async def raw_obo_exchange(
     target: HasAuthority,
     client_id: str,
-    client_secret: str,
+    credential: str | ServerCredential,
     assertion: str,
     scopes: Sequence[str],
     *,
@@ -115,12 +122,14 @@ async def raw_obo_exchange(
 ) -> dict[str, Any]:
     """POST the jwt-bearer grant to `{tenant_authority}/oauth2/v2.0/token`; Entra's JSON answer or `OboError`.
 
+    `credential` is the middle tier's client secret (a string) or any `obokit.server.credentials` credential.
     Pass a long-lived `http` client to reuse connections; otherwise one is opened per call.
     """
+    credential = as_credential(credential)
+    await credential.prepare()  # e.g. a managed identity's assertion, fetched off the event loop
     form = {
         "grant_type": JWT_BEARER,
-        "client_id": client_id,
-        "client_secret": client_secret,
+        **credential.form_fields(client_id, token_endpoint(target)),
         "assertion": assertion,
         "scope": " ".join(scopes),
         "requested_token_use": "on_behalf_of",
@@ -139,11 +148,12 @@ async def raw_obo_exchange(
     return body
 
 
-def raw_exchange(target: HasAuthority, client_id: str, client_secret: str, *, http: httpx.AsyncClient | None = None) -> OboExchange:
+def raw_exchange(target: HasAuthority, client_id: str, credential: str | ServerCredential, *,
+                 http: httpx.AsyncClient | None = None) -> OboExchange:
     """`raw_obo_exchange` with the middle tier's credentials bound, as an `OboExchange`."""
 
     async def exchange(assertion: str, scopes: Sequence[str]) -> dict[str, Any]:
-        return await raw_obo_exchange(target, client_id, client_secret, assertion, scopes, http=http)
+        return await raw_obo_exchange(target, client_id, credential, assertion, scopes, http=http)
 
     return exchange
 
@@ -152,18 +162,19 @@ def raw_exchange(target: HasAuthority, client_id: str, client_secret: str, *, ht
 def confidential_client(
     target: HasAuthority,
     client_id: str,
-    client_secret: str,
+    credential: str | ServerCredential,
     *,
     token_cache: msal.TokenCache | None = None,
     http_client: Any = None,
 ) -> msal.ConfidentialClientApplication:
-    """The middle tier as an MSAL confidential client of `target`'s tenant.
+    """The middle tier as an MSAL confidential client of `target`'s tenant (`credential`: a secret string or any
+    `obokit.server.credentials` credential).
 
     Instance discovery (a GET to login.microsoftonline.com) is on only for Microsoft's own cloud hosts.
     """
     return msal.ConfidentialClientApplication(
         client_id,
-        client_credential=client_secret,
+        client_credential=as_credential(credential).msal_credential(),
         authority=target.tenant_authority,
         token_cache=token_cache,
         http_client=http_client,
@@ -219,6 +230,7 @@ __all__ = [
     "OboError",
     "OboExchange",
     "CountingSession",
+    "as_credential",
     "check",
     "confidential_client",
     "msal_exchange",

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from .credentials import ServerCredential
 from .obo import HasAuthority, OboExchange, raw_obo_exchange
 
 
@@ -88,11 +89,12 @@ class OboCache:
         self._http: httpx.AsyncClient | None = None
 
     @classmethod
-    def for_app(cls, target: HasAuthority, client_id: str, client_secret: str, **options: Any) -> "OboCache":
-        """A cache over `raw_obo_exchange` for the middle tier's app, reusing one httpx connection pool."""
+    def for_app(cls, target: HasAuthority, client_id: str, credential: str | ServerCredential, **options: Any) -> "OboCache":
+        """A cache over `raw_obo_exchange` for the middle tier's app (a secret string or any credential of
+        `obokit.server.credentials`), reusing one httpx connection pool."""
 
         async def exchange(assertion: str, scopes: Sequence[str]) -> dict[str, Any]:
-            return await raw_obo_exchange(target, client_id, client_secret, assertion, scopes, http=cache._pool())
+            return await raw_obo_exchange(target, client_id, credential, assertion, scopes, http=cache._pool())
 
         cache = cls(exchange, **options)
         return cache

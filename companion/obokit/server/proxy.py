@@ -35,6 +35,8 @@ from key_value.aio.wrappers.encryption import FernetEncryptionWrapper
 from key_value.aio.wrappers.passthrough_cache import PassthroughCacheWrapper
 
 from ..tenant.target import Target, write_secret
+from .azure_provider import CredentialAzureProvider
+from .credentials import ClientSecret, ServerCredential
 from .verifier import harden
 
 SIGNING_KEY_NAME = "MCP_PROXY_SIGNING_KEY"
@@ -117,13 +119,18 @@ def persistent_client_store(storage_dir: Path, key: str, *, folder: str = "oauth
 
 
 def workbook_auth(target: Target, registration: ServerRegistration, *, base_url: str, storage_dir: Path,
-                  client_storage: AsyncKeyValue | None = None) -> AzureProvider:
-    """Entra in front of the server: FastMCP's OAuth proxy for the app registration of 01."""
+                  client_storage: AsyncKeyValue | None = None,
+                  credential: ServerCredential | None = None) -> AzureProvider:
+    """Entra in front of the server: FastMCP's OAuth proxy for the app registration of 01.
+
+    `credential` is how the server's app proves itself to Entra (`obokit.server.credentials`); by default the
+    registration's client secret.
+    """
     key = signing_key(target)
     # harden: fastmcp's JWTVerifier plus the checks it skips (nbf, exp required, tid; obokit.server.verifier).
-    return harden(AzureProvider(
+    return harden(CredentialAzureProvider(
         client_id=registration.mcp_server_client_id,
-        client_secret=registration.mcp_server_client_secret,
+        credential=credential if credential is not None else ClientSecret(registration.mcp_server_client_secret),
         tenant_id=target.tenant_id,
         base_url=base_url,
         required_scopes=REQUIRED_SCOPES,
