@@ -57,6 +57,12 @@ def _serve(args: argparse.Namespace) -> int:
           "Put these lines in .env (or export them) to point clients at it:")
     for line in emulator.env_lines() + demo_lines():
         print(f"  {line}")
+    identity = emulator.managed_identity
+    # Not .env lines: with these two set, azure-identity's DefaultAzureCredential takes the managed identity.
+    print(f"Managed identity endpoint of {identity.name} (client id {identity.client_id}), for the process that "
+          "uses it; the header changes at every start:")
+    for name, value in emulator.managed_identity_environment().items():
+        print(f"export {name}={value}")
     print(f"State folder: {emulator.state_dir}. Stop with Ctrl+C.", flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

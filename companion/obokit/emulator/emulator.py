@@ -1,8 +1,10 @@
-"""The embedded emulator: identity and Graph hosts over HTTPS, started in-process or from the CLI."""
+"""The embedded emulator: identity and Graph hosts over HTTPS, a managed identity endpoint over http; in-process
+or from the CLI."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,11 @@ from .graph_core import GraphContext
 from .identity import IdentityApp
 from .ids import GRAPH_CLI_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID
 from .key_cache import keep_key_material, reuse_key_material
+from .managed_identity import PATH as MANAGED_IDENTITY_PATH
+from .managed_identity import ManagedIdentity, ManagedIdentityEndpoint, app_service_environment
 from .recorder import EventLog, RequestLog
 from .replication import Replication
-from .seed import AUTOMATION_APP_ID, PROFILES, demo_tenant
+from .seed import AUTOMATION_APP_ID, PROFILES, demo_tenant, managed_identity_sp
 from .session import Sessions
 from .signing import KeySet
 from .store import Store
@@ -38,13 +42,16 @@ TENANT_PROFILE_FOLDER = "tenant-profile"  # under the default state folder, so t
 
 
 class Emulator:
-    """Entra + Graph on two local HTTPS ports, with a persistent, seeded demo tenant.
+    """Entra + Graph on two local HTTPS ports, with a persistent, seeded demo tenant, and the managed identity
+    endpoint of App Service (plain http) for the tenant's user-assigned identity.
 
     Example::
 
         emu = Emulator().start()
         emu.authority      # https://127.0.0.1:PORT  (pass as MSAL authority host)
         emu.graph_url      # https://127.0.0.1:PORT/v1.0
+        with emu.managed_identity_env():  # IDENTITY_ENDPOINT / IDENTITY_HEADER, as App Service sets them
+            ManagedIdentityCredential(client_id=emu.managed_identity.client_id).get_token(...)
         emu.stop()
 
     `profile="quick"` (the default) is the workbook's fast path: the admin's Graph client is pre-consented and
@@ -58,6 +65,7 @@ class Emulator:
     tenant_domain = TENANT_DOMAIN
     sharepoint_host = SHAREPOINT_HOST
     graph_cli_client_id = GRAPH_CLI_APP_ID
+    managed_identity = ManagedIdentity()  # the seeded user-assigned identity (client, principal, resource ids)
 
     def __init__(
         self,
@@ -79,6 +87,7 @@ class Emulator:
         self.faults = Faults()
         self.graph_requests = RequestLog()  # read-only: what the Graph host received (tests)
         self.events = EventLog()  # read-only: device-code prompts, pickers, silent sign-ins, consent pages
+        self.managed_identity_requests = RequestLog()  # read-only: what the managed identity endpoint received
         self.sessions = Sessions()
         # Keys generated once are copied into new state folders (RSA generation is most of a cold start).
         cache_usable = reuse_key_material(self.state_dir)
@@ -91,7 +100,11 @@ class Emulator:
         seeded = self.store.get("meta", "profile")
         if self.store.is_empty() or (seeded or {}).get("value", "quick") != profile:
             self._seed()
+        else:  # a state folder seeded before the managed identity existed keeps its objects and gains it
+            self.store.add_missing("servicePrincipals", managed_identity_sp())
         self.server: BackgroundServer | None = None
+        self.managed_identity_server: BackgroundServer | None = None
+        self.managed_identity_endpoint: ManagedIdentityEndpoint | None = None
         self._saved_env: dict[str, str | None] = {}
         self.authority = self.graph_url = ""
         self.service: TokenService | None = None
@@ -99,7 +112,8 @@ class Emulator:
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, *, host: str = "127.0.0.1", identity_port: int = 0, graph_port: int = 0) -> "Emulator":
-        """Bind the two ports, trust the local CA through the environment, serve in the background."""
+        """Bind the two ports, trust the local CA through the environment, serve in the background; the managed
+        identity endpoint gets a third port, plain http on 127.0.0.1 like App Service's."""
         identity_sock, graph_sock = bind_loopback(host, identity_port), bind_loopback(host, graph_port)
         self.authority = f"https://{host}:{identity_sock.getsockname()[1]}"
         graph_origin = f"https://{host}:{graph_sock.getsockname()[1]}"
@@ -124,16 +138,22 @@ class Emulator:
                 ssl_certfile=str(self.tls.server_cert),
                 ssl_keyfile=str(self.tls.server_key),
             )
+            self.managed_identity_endpoint = ManagedIdentityEndpoint(directory, tokens)
+            self.managed_identity_server = serve_in_background(
+                {"managed_identity": self.managed_identity_requests.wrap(self.managed_identity_endpoint.app())},
+                name=f"obokit-emulator-managed-identity:{self.state_dir}",
+            )
         except BaseException:
-            self._restore_env()
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """Stop serving and restore SSL_CERT_FILE / REQUESTS_CA_BUNDLE (the state stays on disk)."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        """Stop serving (the three ports) and restore SSL_CERT_FILE / REQUESTS_CA_BUNDLE (the state stays on disk)."""
+        for server in (self.server, self.managed_identity_server):
+            if server is not None:
+                server.stop()
+        self.server = self.managed_identity_server = None
         self._restore_env()
 
     def close(self) -> None:
@@ -176,6 +196,19 @@ class Emulator:
     def ca_bundle(self) -> str:
         return str(self.tls.bundle)
 
+    def managed_identity_environment(self) -> dict[str, str]:
+        """IDENTITY_ENDPOINT and IDENTITY_HEADER as App Service sets them; the header is new at every start."""
+        if self.managed_identity_server is None or self.managed_identity_endpoint is None:
+            raise RuntimeError("the emulator is not running: start() it first")
+        return {"IDENTITY_ENDPOINT": self.managed_identity_server.url + MANAGED_IDENTITY_PATH,
+                "IDENTITY_HEADER": self.managed_identity_endpoint.header}
+
+    def managed_identity_env(self) -> contextlib.AbstractContextManager[dict[str, str]]:
+        """`with emu.managed_identity_env():` the process sees the two variables (the previous values return
+        after the block), so MSAL's and azure-identity's managed identity clients reach this emulator."""
+        values = self.managed_identity_environment()
+        return app_service_environment(values["IDENTITY_ENDPOINT"], values["IDENTITY_HEADER"])
+
     def automation_credentials(self) -> tuple[str, str]:
         """(client_id, client_secret) of the seeded app-only admin app, for tests and scripts."""
         app = self.store.find_one("applications", appId=AUTOMATION_APP_ID)
@@ -194,7 +227,17 @@ class Emulator:
         ]
 
     def stats(self) -> dict[str, Any]:
-        return self.service.stats.snapshot() if self.service else {}
+        """Token requests by grant, OBO exchanges, and the managed identity endpoint's requests and tokens."""
+        counts = self.service.stats.snapshot() if self.service else {}
+        if self.managed_identity_endpoint is not None:
+            counts["managed_identity"] = self.managed_identity_endpoint.stats()
+        return counts
+
+    def _clear_stats(self) -> None:
+        if self.service is not None:
+            self.service.stats.clear()
+        if self.managed_identity_endpoint is not None:
+            self.managed_identity_endpoint.clear_stats()
 
     # -- state ----------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -213,8 +256,8 @@ class Emulator:
         if self.service is not None:
             self.service.codes.clear()
             self.service.device_flows.clear()
-            self.service.stats.clear()
             self.service.conditional_access.clear()
+        self._clear_stats()
         self.faults.clear()
 
     # -- control endpoints (for the standalone emulator) ---------------------------------
@@ -250,8 +293,8 @@ class Emulator:
             return JSONResponse(self.faults.describe())
 
         async def stats(request: Request) -> Response:
-            if request.method == "DELETE" and self.service:
-                self.service.stats.clear()
+            if request.method == "DELETE":
+                self._clear_stats()
             return JSONResponse(self.stats())
 
         async def reset(request: Request) -> Response:

@@ -10,7 +10,9 @@ Graph: `{"error": {"code", "message", "innerError": {"date", "request-id", "clie
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import time
 import uuid
 from typing import Any
 
@@ -244,4 +246,191 @@ def login_required() -> EntraError:
         "login_required",
         "A silent sign-in request was sent but no user is signed in. The cookies used to represent the user's "
         "session were not sent in the request to Azure AD.",
+    )
+
+
+def hex_thumbprint(kid: Any) -> str:
+    """The certificate thumbprint a base64url `kid`/`x5t` stands for, as Entra prints it (hex, upper case); the
+    value itself if it is no SHA-1 or SHA-256 digest."""
+    text = str(kid)
+    try:
+        raw = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    except ValueError:
+        return text
+    return raw.hex().upper() if len(raw) in (20, 32) else text
+
+
+# -- client assertions (certificates, RFC 7523 private_key_jwt) --------------------------------------------------
+CERTIFICATE_DOCS = "https://learn.microsoft.com/entra/identity-platform/certificate-credentials"
+
+
+def _keys_hint(app_id: str) -> str:
+    return (f"Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id "
+            f"'{app_id}'. Review the documentation at https://docs.microsoft.com/en-us/graph/deployments to determine "
+            "the corresponding service endpoint and https://docs.microsoft.com/en-us/graph/api/application-get?view="
+            "graph-rest-1.0&tabs=http to build a query request URL, such as "
+            f"'https://graph.microsoft.com/beta/applications/{app_id}'")
+
+
+def certificate_not_registered(app_id: str, thumbprint: str | None) -> EntraError:
+    """No registered certificate has the assertion's thumbprint. The 2023-2026 wording (Microsoft Q&A 5915574,
+    2026-06; AzureAD/microsoft-authentication-library-for-js#8339, 2026-02; keycloak/keycloak#19425, 2023); up to
+    2022 it began "Client assertion contains an invalid signature." (Azure/azure-sdk-for-net#29007). A thumbprint
+    that does not decode is left out of the message, as in the Q&A capture."""
+    used = f"Thumbprint of key used by client: '{thumbprint}', " if thumbprint else ""
+    return EntraError(
+        700027,
+        "invalid_client",
+        "The certificate with identifier used to sign the client assertion is not registered on application. "
+        f"[Reason - The key was not found., {used}{_keys_hint(app_id)}]",
+        status=401,
+    )
+
+
+def _found_key(start: dt.datetime, end: dt.datetime) -> str:
+    return f"Found key 'Start={start:%m/%d/%Y %H:%M:%S}, End={end:%m/%d/%Y %H:%M:%S}'"
+
+
+def certificate_signature_invalid(app_id: str, thumbprint: str, start: dt.datetime, end: dt.datetime) -> EntraError:
+    """The key is registered but the signature does not verify: the Reason and "Found key" of the 50013 captures
+    (microsoftgraph/msgraph-sdk-php#1585, 2024; Azure/azure-sdk-for-java#25109) under 700027's prefix (the Java SDK's
+    troubleshooting table: 700027 "Client assertion contains an invalid signature.", MicrosoftDocs/azure-dev-docs
+    articles/java/sdk/troubleshooting-authentication-service-principal.md). No capture of this exact 700027 found."""
+    return EntraError(
+        700027,
+        "invalid_client",
+        "Client assertion contains an invalid signature. [Reason - Key was found, but use of the key to verify the "
+        f"signature failed., Thumbprint of key used by client: '{thumbprint}', {_found_key(start, end)}, "
+        f"{_keys_hint(app_id)}]",
+        status=401,
+    )
+
+
+def certificate_expired(app_id: str, thumbprint: str, start: dt.datetime, end: dt.datetime) -> EntraError:
+    """The registered key credential is outside its start/end dates. No public capture found: the Reason text is
+    the emulator's, in the form of the others."""
+    return EntraError(
+        700027,
+        "invalid_client",
+        f"Client assertion contains an invalid signature. [Reason - The key used is expired., Thumbprint of key used "
+        f"by client: '{thumbprint}', {_found_key(start, end)}, {_keys_hint(app_id)}]",
+        status=401,
+    )
+
+
+def assertion_client_mismatch() -> EntraError:
+    """`iss` or `sub` is not the client_id (MicrosoftDocs/azure-dev-docs, Java SDK troubleshooting table)."""
+    return EntraError(
+        700021,
+        "invalid_client",
+        "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at "
+        f"{CERTIFICATE_DOCS} .",
+        status=401,
+    )
+
+
+def assertion_audience_mismatch() -> EntraError:
+    """`aud` is not this tenant's token endpoint (same table as 700021)."""
+    return EntraError(
+        700023,
+        "invalid_client",
+        f"Client assertion audience claim does not match Realm issuer. Review the documentation at {CERTIFICATE_DOCS} .",
+        status=401,
+    )
+
+
+def _ests_time(when: float, fraction: str = "0000000") -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{fraction}Z"
+
+
+def assertion_time_range(now: float, nbf: float, exp: float) -> EntraError:
+    """Expired or not yet valid; "valid from 1970-01-01..." when there is no `nbf` (AzureAD/microsoft-authentication-
+    library-for-java#984, 2025, `invalid_client`: obikuro/Sato#1). Federated assertions get it too (the Azure DevOps
+    workload identity error table, MicrosoftDocs/azure-devops-docs errors-workload-identity.md)."""
+    return EntraError(
+        700024,
+        "invalid_client",
+        f"Client assertion is not within its valid time range. Current time: {_ests_time(now, f'{int(now % 1 * 1e7):07d}')}, "
+        f"assertion valid from {_ests_time(nbf)}, expiry time of assertion {_ests_time(exp)}. "
+        f"Review the documentation at {CERTIFICATE_DOCS} .",
+        status=401,
+    )
+
+
+def malformed_jwt() -> EntraError:
+    """entra-docs reference-error-codes.md (50027 InvalidJwtToken); the message of the Java SDK's table."""
+    return EntraError(50027, "invalid_request", "JWT token is invalid or malformed.")
+
+
+def assertion_without_thumbprint() -> EntraError:
+    """Neither `x5t` nor `x5t#S256` in the header: "AADSTS50027: Invalid JWT token. No certificate thumbprint
+    specified in token header." (AzureAD/microsoft-authentication-library-for-dotnet#124, 2016, then wrapped in
+    70002). The `error` value is not in that capture: `invalid_client`, like the other client-assertion failures."""
+    return EntraError(50027, "invalid_client", "Invalid JWT token. No certificate thumbprint specified in token header.",
+                      status=401)
+
+
+# -- federated identity credentials -------------------------------------------------------------------------------
+WORKLOAD_IDENTITY_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
+_CHECK_FIC = ("Please check your federated identity credential Subject, Audience and Issuer against the presented "
+              f"assertion. {WORKLOAD_IDENTITY_DOCS}")
+
+
+def no_federated_record(issuer: str, subject: str, audience: str) -> EntraError:
+    """The app has no federated identity credential at all. The older all-in-one message (Azure/azure-workload-
+    identity#616, 2022, `invalid_request`, 400); Azure DevOps still documents it for "No federated credential was
+    created" (errors-workload-identity.md, 2026). Newer captures name the one field that failed (below)."""
+    return EntraError(
+        70021,
+        "invalid_request",
+        f"No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. "
+        f"Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. {WORKLOAD_IDENTITY_DOCS}",
+    )
+
+
+def federated_issuer_mismatch(issuer: str) -> EntraError:
+    """No credential trusts this issuer (Azure/azure-workload-identity#1200, 2024: `invalid_client`)."""
+    return EntraError(
+        700211, "invalid_client",
+        f"No matching federated identity record found for presented assertion issuer '{issuer}'. {_CHECK_FIC}",
+        status=401,
+    )
+
+
+def federated_subject_mismatch(subject: str) -> EntraError:
+    """The issuer is trusted, not this subject (Azure/azure-workload-identity#1200, 2025; dotnet/maui#31978, 2025)."""
+    return EntraError(
+        700213, "invalid_client",
+        f"No matching federated identity record found for presented assertion subject '{subject}'. Check your "
+        f"federated identity credential Subject, Audience and Issuer against the presented assertion. "
+        f"{WORKLOAD_IDENTITY_DOCS}",
+        status=401,
+    )
+
+
+def federated_audience_mismatch(audience: str) -> EntraError:
+    """Issuer and subject match, the audience does not (a recorded body in AthenZ/athenz
+    AzureAccessTokenProviderTest.java: `invalid_client`)."""
+    return EntraError(
+        700212, "invalid_client",
+        f"No matching federated identity record found for presented assertion audience '{audience}'. {_CHECK_FIC}",
+        status=401,
+    )
+
+
+def external_oidc_failed() -> EntraError:
+    """A trusted issuer whose metadata cannot be fetched (Azure/azure-workload-identity#642, 2022, `invalid_request`;
+    Azure/azure-cli#28863, 2024). The emulator fetches no one's metadata: only its own issuer verifies."""
+    return EntraError(50166, "invalid_request", "Request to External OIDC endpoint failed.")
+
+
+def federated_key_not_found(thumbprint: str, issuer: str) -> EntraError:
+    """The issuer's metadata has no key with the assertion's `kid` (Azure/azure-workload-identity#1232, 2024)."""
+    return EntraError(
+        7000272,
+        "invalid_client",
+        f"The certificate with identifier {thumbprint} used to sign the federated credential could not be found in "
+        f"the metadata of identity provider {issuer}. Please validate that your Identity Provider's metadata exposes "
+        "the key used to sign the incoming token.",
+        status=401,
     )

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 import jwt
 
 from . import errors
+from .client_assertions import ClientAssertions
 from .conditional_access import ConditionalAccess
 from .directory import Directory, ScopeRequest
 from .errors import EntraError
@@ -83,13 +84,8 @@ class Stats:
         self.obo_by_user_scope.clear()
 
 
-def _hex_thumbprint(kid: Any) -> str:
-    """The certificate thumbprint a `kid` stands for, as Entra prints it (40 hex digits); the kid if it is none."""
-    try:
-        raw = base64.urlsafe_b64decode(str(kid) + "=" * (-len(str(kid)) % 4))
-    except ValueError:
-        return str(kid)
-    return raw.hex().upper() if len(raw) == 20 else str(kid)
+def _subject(user: dict[str, Any] | None, app: dict[str, Any], sp: dict[str, Any], acr: str) -> Subject:
+    return Subject(user, app, sp, acr != "0", client_acr=acr)
 
 
 def pkce_s256(verifier: str) -> str:
@@ -107,6 +103,7 @@ class TokenService:
         self.device_flows: dict[str, DeviceFlow] = {}
         self.stats = Stats()
         self.conditional_access = ConditionalAccess()
+        self.assertions = ClientAssertions(tokens.keys, tokens.authority)
 
     # -- entry point ----------------------------------------------------------------------
     async def handle(self, form: dict[str, str], authorization: str | None) -> dict[str, Any]:
@@ -118,7 +115,7 @@ class TokenService:
         if not client_id:
             raise errors.missing_parameter("client_id")
         app, sp = self.directory.require_client(client_id)
-        self.directory.check_client_secret(app, secret)
+        acr = self._authenticate(app, secret, form)
         handler = {
             "authorization_code": self._authorization_code,
             "refresh_token": self._refresh_token,
@@ -130,7 +127,14 @@ class TokenService:
             raise EntraError(
                 70003, "unsupported_grant_type", f"The app requested an unsupported grant type '{grant_type}'."
             )
-        return await handler(form, app, sp, secret is not None)
+        return await handler(form, app, sp, acr)
+
+    def _authenticate(self, app: dict[str, Any], secret: str | None, form: dict[str, str]) -> str:
+        """The client's acr: "2" for a client assertion, "1" for a secret, "0" for a public client without one."""
+        if form.get("client_assertion") or form.get("client_assertion_type"):
+            return self.assertions.authenticate(app, form)
+        self.directory.check_client_secret(app, secret)
+        return "1" if secret is not None else "0"
 
     @staticmethod
     def _client_credentials(form: dict[str, str], authorization: str | None) -> tuple[str | None, str | None]:
@@ -206,7 +210,7 @@ class TokenService:
             raise errors.consent_required(subject.client_app["appId"], subject.client_app["displayName"])
 
     # -- grants ---------------------------------------------------------------------------
-    async def _authorization_code(self, form, app, sp, authenticated) -> dict[str, Any]:
+    async def _authorization_code(self, form, app, sp, acr) -> dict[str, Any]:
         code = form.get("code")
         if not code:
             raise errors.missing_parameter("code")
@@ -241,7 +245,7 @@ class TokenService:
         scopes = self._redemption_scopes(form.get("scope"), pending, app)
         self.directory.check_resource(form.get("resource"), scopes)
         user = self.directory.user(pending.user_id)
-        subject = Subject(user, app, sp, authenticated)
+        subject = _subject(user, app, sp, acr)
         self._require_consent(subject, scopes, pending.consented)
         return await self.issue(
             subject, scopes, nonce=pending.nonce, want_client_info=form.get("client_info") == "1",
@@ -266,7 +270,7 @@ class TokenService:
                 "using the provided authorization code. Please specify a valid scope.",
             ) from None
 
-    async def _refresh_token(self, form, app, sp, authenticated) -> dict[str, Any]:
+    async def _refresh_token(self, form, app, sp, acr) -> dict[str, Any]:
         token = form.get("refresh_token")
         if not token:
             raise errors.missing_parameter("refresh_token")
@@ -279,12 +283,12 @@ class TokenService:
         self.directory.check_resource(form.get("resource"), scopes)
         if not scopes.oidc:
             scopes.oidc.append("offline_access")
-        subject = Subject(self.directory.user(record["userId"]), app, sp, authenticated)
+        subject = _subject(self.directory.user(record["userId"]), app, sp, acr)
         self._require_consent(subject, scopes)
         return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1")
 
-    async def _client_credentials_grant(self, form, app, sp, authenticated) -> dict[str, Any]:
-        if not authenticated:
+    async def _client_credentials_grant(self, form, app, sp, acr) -> dict[str, Any]:
+        if acr == "0":
             raise errors.missing_credential()
         scope = form.get("scope") or ""
         scopes = self.directory.resolve_scopes(scope, app["displayName"])
@@ -295,9 +299,9 @@ class TokenService:
                 f"The provided value for scope {scope} is not valid. Client credential flows must have a "
                 "scope value with /.default suffixed to the resource identifier (application ID URI).",
             )
-        return await self.issue(Subject(None, app, sp, True), scopes)
+        return await self.issue(_subject(None, app, sp, acr), scopes)
 
-    async def _device_code(self, form, app, sp, authenticated) -> dict[str, Any]:
+    async def _device_code(self, form, app, sp, acr) -> dict[str, Any]:
         device_code = form.get("device_code") or form.get("code")
         if not device_code:
             raise errors.missing_parameter("device_code")
@@ -314,7 +318,7 @@ class TokenService:
             raise EntraError(70016, "authorization_pending", "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
         del self.device_flows[device_code]
         scopes = self.directory.resolve_scopes(flow.scope, app["displayName"])
-        subject = Subject(self.directory.user(flow.user_id), app, sp, authenticated)
+        subject = _subject(self.directory.user(flow.user_id), app, sp, acr)
         self._require_consent(subject, scopes, flow.consented)
         return await self.issue(subject, scopes, want_client_info=form.get("client_info") == "1", consented=flow.consented)
 
@@ -324,7 +328,7 @@ class TokenService:
             header = jwt.get_unverified_header(assertion)
             unverified = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError:
-            raise EntraError(50027, "invalid_request", "JWT token is invalid or malformed.") from None
+            raise errors.malformed_jwt() from None
         try:
             if header.get("alg") != "RS256":
                 raise jwt.InvalidAlgorithmError("alg")
@@ -342,7 +346,7 @@ class TokenService:
                 50013,
                 "invalid_grant",
                 f"Assertion failed signature validation. [Reason - {reason}, Thumbprint of key used by client: "
-                f"'{_hex_thumbprint(header.get('kid', ''))}']",
+                f"'{errors.hex_thumbprint(header.get('kid', ''))}']",
             ) from None
         if claims.get("iss") not in (v2_issuer(self.tokens.authority), V1_ISSUER):
             raise EntraError(50013, "invalid_grant", "Assertion failed signature validation. [Reason - The issuer is not trusted.]")
@@ -362,7 +366,7 @@ class TokenService:
         keys = {k.kid: k for k in (self.tokens.keys.current, self.tokens.keys.next)}
         return keys[header["kid"]].private_key.public_key()
 
-    async def _on_behalf_of(self, form, app, sp, authenticated) -> dict[str, Any]:
+    async def _on_behalf_of(self, form, app, sp, acr) -> dict[str, Any]:
         for name in ("assertion", "requested_token_use", "scope"):
             if not form.get(name):
                 raise errors.missing_parameter(name)
@@ -370,7 +374,7 @@ class TokenService:
             raise EntraError(
                 900144, "invalid_request", "The request body must contain the following parameter: 'requested_token_use'."
             )
-        if not authenticated:
+        if acr == "0":
             raise errors.missing_credential()
         claims = self._verify_assertion(form["assertion"])
         audiences = {app["appId"], *app.get("identifierUris", [])}
@@ -392,7 +396,7 @@ class TokenService:
                 f"Application '{app['appId']}' is not allowed to make application on-behalf-of calls.",
             )
         scopes = self.directory.resolve_scopes(form["scope"], app["displayName"])
-        subject = Subject(user, app, sp, True)
+        subject = _subject(user, app, sp, acr)
         self._require_consent(subject, scopes)
         self.conditional_access.check(claims, (scopes.resource_sp or {}).get("appId", GRAPH_APP_ID))
         self.stats.obo_by_user_scope[(user["id"], form["scope"])] += 1

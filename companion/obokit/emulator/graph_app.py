@@ -8,6 +8,7 @@ from starlette.responses import Response
 from .errors import GraphError, graph_error_response
 from .graph_core import GraphContext, RouteEntry
 from .graph_directory import DirectoryEndpoints
+from .graph_federated import FederatedCredentialEndpoints
 from .graph_people import PeopleEndpoints
 
 API_VERSIONS = ("/v1.0", "/beta")
@@ -18,7 +19,9 @@ class GraphApp:
 
     def __init__(self, ctx: GraphContext) -> None:
         self.ctx = ctx
-        self.table: list[RouteEntry] = DirectoryEndpoints(ctx).routes() + PeopleEndpoints(ctx).routes()
+        self.table: list[RouteEntry] = (
+            DirectoryEndpoints(ctx).routes() + FederatedCredentialEndpoints(ctx).routes() + PeopleEndpoints(ctx).routes()
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

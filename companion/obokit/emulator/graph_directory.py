@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from .errors import GraphError
 from . import graph_schema as schema
+from . import key_credentials
 from .directory import new_service_principal
 from .graph_core import Caller, GraphContext, RouteEntry, no_content, not_found, read_json, route
 from .ids import TENANT_DOMAIN, TENANT_ID, stable_id, stable_key_id
@@ -24,10 +25,21 @@ GRANT_READ = GRANT_WRITE | APP_READ
 ROLE_WRITE = {"AppRoleAssignment.ReadWrite.All"}
 ROLE_READ = ROLE_WRITE | APP_READ
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "~._-"
-_KEY = r"(?:/(?P<id>[0-9A-Za-z-]+)|\(appId='(?P<appid>[^']+)'\))"
+APP_KEY = r"(?:/(?P<id>[0-9A-Za-z-]+)|\(appId='(?P<appid>[^']+)'\))"
 
 
 PERSONAL_ACCOUNT_AUDIENCES = ("AzureADandPersonalMicrosoftAccount", "PersonalMicrosoftAccount")
+
+
+def find_app(view: Any, params: dict[str, str]) -> dict[str, Any]:
+    """The application a route names by object id or `(appId='...')` (first-party apps are not Graph's to show)."""
+    if params.get("appid"):
+        app = view.find_one("applications", appId=params["appid"])
+    else:
+        app = view.get("applications", params.get("id") or "")
+    if app is None or app.get("_firstParty"):
+        raise not_found(params.get("appid") or params.get("id") or "")
+    return app
 
 
 def _now() -> str:
@@ -58,14 +70,7 @@ class DirectoryEndpoints:
 
     # -- lookups --------------------------------------------------------------------------
     def _app(self, params: dict[str, str], view: Any = None) -> dict[str, Any]:
-        view = view or self.store
-        if params.get("appid"):
-            app = view.find_one("applications", appId=params["appid"])
-        else:
-            app = view.get("applications", params.get("id") or "")
-        if app is None or app.get("_firstParty"):
-            raise not_found(params.get("appid") or params.get("id") or "")
-        return app
+        return find_app(view or self.store, params)
 
     def _sp(self, params: dict[str, str], view: Any = None) -> dict[str, Any]:
         view = view or self.store
@@ -134,7 +139,10 @@ class DirectoryEndpoints:
                      "termsOfServiceUrl": None},
             "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
         }
+        requested_keys = body.pop("keyCredentials", None)
         _merge(app, body)
+        if requested_keys:
+            app["keyCredentials"] = key_credentials.replace_credentials(app, requested_keys)
         if app["signInAudience"] in PERSONAL_ACCOUNT_AUDIENCES and app["api"].get("requestedAccessTokenVersion") is None:
             # Graph's own answer to a bare POST /applications: this audience only works with v2 tokens
             # (application-post-applications.md; apiApplication.requestedAccessTokenVersion's description).
@@ -145,7 +153,11 @@ class DirectoryEndpoints:
 
     async def get_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_READ, application=APP_READ)
-        return self.ctx.entity(self._app(params, self.reads), "applications/$entity", request)
+        app = self._app(params, self.reads)
+        selected = {s.strip() for s in (request.query_params.get("$select") or "").split(",")}
+        # A certificate's `key` is read back only with $select=keyCredentials on one object (keycredential.md).
+        app["keyCredentials"] = key_credentials.shown(app.get("keyCredentials") or [], "keyCredentials" in selected)
+        return self.ctx.entity(app, "applications/$entity", request)
 
     async def patch_app(self, request: Request, caller: Caller, params: dict[str, str]) -> Response:
         caller.require(delegated=APP_WRITE, application=APP_WRITE, admin=True)
@@ -155,6 +167,8 @@ class DirectoryEndpoints:
             body.pop(frozen, None)
         if "identifierUris" in body:
             self._check_identifier_uris(app, body["identifierUris"] or [])
+        if "keyCredentials" in body:  # the whole collection is replaced
+            body["keyCredentials"] = key_credentials.replace_credentials(app, body["keyCredentials"] or [])
         _merge(app, body)
         await self.store.put("applications", app)
         return no_content()
@@ -352,7 +366,7 @@ class DirectoryEndpoints:
         return no_content()
 
     def routes(self) -> list[RouteEntry]:
-        app, sp = f"/applications{_KEY}", f"/servicePrincipals{_KEY}"
+        app, sp = f"/applications{APP_KEY}", f"/servicePrincipals{APP_KEY}"
         return [
             route("GET", "/applications", self.list_apps),
             route("POST", "/applications", self.create_app),

@@ -25,6 +25,9 @@ APP_ROLE = {"!required": ["id"], "id": G, "value": S, "displayName": S, "descrip
             "isEnabled": B, "origin": S}
 PRE_AUTHORIZED = {"appId": S, "delegatedPermissionIds": [S], "permissionIds": [S]}
 REDIRECTS = {"redirectUris": [S]}
+KEY_CREDENTIAL = {"customKeyIdentifier": S, "displayName": S, "endDateTime": S, "startDateTime": S, "key": S,
+                  "keyId": G, "type": S, "usage": S}
+FEDERATED_CREDENTIAL = {"name": S, "issuer": S, "subject": S, "description": S, "audiences": [S]}
 APPLICATION = {
     "displayName": S, "description": S, "notes": S, "signInAudience": S, "identifierUris": [S],
     "isFallbackPublicClient": B, "tags": [S], "appRoles": [APP_ROLE],
@@ -34,6 +37,7 @@ APPLICATION = {
             "implicitGrantSettings": {"enableIdTokenIssuance": B, "enableAccessTokenIssuance": B}},
     "spa": REDIRECTS, "publicClient": REDIRECTS,
     "requiredResourceAccess": [{"resourceAppId": S, "resourceAccess": [{"id": S, "type": S}]}],
+    "keyCredentials": [KEY_CREDENTIAL],
 }
 PASSWORD = {"passwordCredential": {"displayName": S, "startDateTime": S, "endDateTime": S}}
 REMOVE_PASSWORD = {"keyId": S}

@@ -33,3 +33,15 @@ def stable_key_id(*parts: object) -> str:
     oauth2PermissionGrants and appRoleAssignments (serviceprincipal-post-approleassignedto.md)."""
     raw = uuid.uuid5(NAMESPACE, "/".join(map(str, parts))).bytes + uuid.uuid5(NAMESPACE, "/".join(map(str, (*parts, 2)))).bytes
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# The demo tenant's user-assigned managed identity, as Azure shows one: a client id (its service principal's
+# appId), a principal (object) id (the service principal's id) and an Azure resource id (`az identity show`).
+MANAGED_IDENTITY_NAME = "obokit-mcp-identity"
+MANAGED_IDENTITY_CLIENT_ID = stable_id("managed-identity", "client", MANAGED_IDENTITY_NAME)
+MANAGED_IDENTITY_PRINCIPAL_ID = stable_id("managed-identity", "principal", MANAGED_IDENTITY_NAME)
+SUBSCRIPTION_ID = stable_id("subscription")
+MANAGED_IDENTITY_RESOURCE_ID = (
+    f"/subscriptions/{SUBSCRIPTION_ID}/resourcegroups/obokit-demo/providers/"
+    f"Microsoft.ManagedIdentity/userAssignedIdentities/{MANAGED_IDENTITY_NAME}"
+)

@@ -11,6 +11,10 @@ from typing import Any
 from .ids import (
     GRAPH_APP_ID,
     GRAPH_CLI_APP_ID,
+    MANAGED_IDENTITY_CLIENT_ID,
+    MANAGED_IDENTITY_NAME,
+    MANAGED_IDENTITY_PRINCIPAL_ID,
+    MANAGED_IDENTITY_RESOURCE_ID,
     SHAREPOINT_HOST,
     TENANT_DOMAIN,
     TENANT_ID,
@@ -218,6 +222,31 @@ def _sp_for(app: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def managed_identity_sp() -> dict[str, Any]:
+    """A user-assigned managed identity's service principal as Graph shows one: `isExplicit=True` and the Azure
+    resource id in `alternativeNames`, an identity.azure.net name (captured with `az rest` on /directoryObjects:
+    Kevin Hakanson, "Azure Managed Identity Resources", 2020-10-10). It has no application object."""
+    return {
+        "id": MANAGED_IDENTITY_PRINCIPAL_ID,
+        "appId": MANAGED_IDENTITY_CLIENT_ID,
+        "displayName": MANAGED_IDENTITY_NAME,
+        "accountEnabled": True,
+        "alternativeNames": ["isExplicit=True", MANAGED_IDENTITY_RESOURCE_ID],
+        "appRoleAssignmentRequired": False,
+        "servicePrincipalType": "ManagedIdentity",
+        "servicePrincipalNames": [
+            MANAGED_IDENTITY_CLIENT_ID,
+            f"https://identity.azure.net/{stable_key_id('managed-identity', MANAGED_IDENTITY_NAME)}=",
+        ],
+        "oauth2PermissionScopes": [],
+        "appRoles": [],
+        "tags": [],
+        "replyUrls": [],
+        "passwordCredentials": [],
+        "keyCredentials": [],
+    }
+
+
 AUTOMATION_APP_ID = stable_id("app", "automation")
 
 
@@ -242,6 +271,7 @@ def demo_tenant(profile: str = "quick") -> tuple[list[tuple[str, dict[str, Any]]
     cli_app = _first_party_app(GRAPH_CLI_APP_ID, "Microsoft Graph Command Line Tools", public=True)
     cli_sp = _sp_for(cli_app)
     objects += [("applications", cli_app), ("servicePrincipals", cli_sp)]
+    objects.append(("servicePrincipals", managed_identity_sp()))  # both profiles: Azure creates it, not a sign-in
     # The service principal stays in both profiles (in a fresh tenant the first sign-in would create it).
     if profile == "quick":
         objects.append(

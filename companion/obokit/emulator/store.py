@@ -145,6 +145,15 @@ class Store:
             statements.append(self._upsert_statement(collection, obj))
         self._writer.submit(self._write, statements).result()
 
+    def add_missing(self, collection: str, obj: dict[str, Any]) -> bool:
+        """Store `obj` if no object of `collection` has its id (upgrading an older state folder; blocking, call
+        off-loop). True when it was added."""
+        if obj["id"] in self._data[collection]:
+            return False
+        self._data[collection][obj["id"]] = copy.deepcopy(obj)
+        self._writer.submit(self._write, [self._upsert_statement(collection, obj)]).result()
+        return True
+
     def is_empty(self) -> bool:
         return not any(self._data.values())
 

@@ -20,6 +20,12 @@ def v2_issuer(authority: str) -> str:
 
 
 V1_ISSUER = f"https://sts.windows.net/{TENANT_ID}/"
+# The audience of a managed identity's token for a federated identity credential (entra-docs
+# workload-identity-federation-config-app-trust-managed-identity.md).
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+# A managed identity's token lives about a day: 86,700 s (exp - iat) in a 2023 capture of an AKS managed identity's
+# ARM token in an Azure activity-log event, which also shows `appidacr` "2" (a certificate) and `idtyp` "app".
+MANAGED_IDENTITY_LIFETIME = 86_700
 
 
 def _opaque(n: int = 24) -> str:
@@ -42,6 +48,7 @@ class Subject:
     client_app: dict[str, Any]
     client_sp: dict[str, Any]
     client_authenticated: bool  # azpacr / appidacr: "1" with a secret, "0" for a public client
+    client_acr: str | None = None  # overrides it: "2" for a certificate or federated credential (client_assertions.py)
 
 
 class TokenFactory:
@@ -73,7 +80,7 @@ class TokenFactory:
             version = 2
         claims: dict[str, Any] = {"iat": now, "nbf": now, "exp": now + lifetime}
         client_app_id = subject.client_app["appId"]
-        acr = "1" if subject.client_authenticated else "0"
+        acr = subject.client_acr or ("1" if subject.client_authenticated else "0")
         if version == 2:
             claims.update(aud=resource_app["appId"], iss=v2_issuer(self.authority), azp=client_app_id, azpacr=acr)
         else:
@@ -131,6 +138,23 @@ class TokenFactory:
         if nonce:
             claims["nonce"] = nonce
         return self.keys.sign(claims)
+
+    def managed_identity_token(self, identity: dict[str, Any], audience: str, roles: list[str]) -> tuple[str, int]:
+        """An app-only token of a managed identity (`identity`: its service principal) and its `exp`: v1 for
+        Graph, v2 (issuer `v2_issuer`) for TOKEN_EXCHANGE_AUDIENCE, the assertion a federated credential trusts."""
+        now = int(time.time())
+        lifetime = self.lifetime if self.lifetime is not None else MANAGED_IDENTITY_LIFETIME
+        graph = audience != TOKEN_EXCHANGE_AUDIENCE
+        claims: dict[str, Any] = {"aud": audience, "iat": now, "nbf": now, "exp": now + lifetime}
+        if graph:
+            claims.update(iss=V1_ISSUER, appid=identity["appId"], appidacr="2")
+        else:
+            claims.update(iss=v2_issuer(self.authority), azp=identity["appId"], azpacr="2")
+        claims.update(aio=_opaque(), idtyp="app", oid=identity["id"], rh=_opaque(16), sub=identity["id"],
+                      tid=TENANT_ID, uti=_opaque(16), ver="1.0" if graph else "2.0")
+        if roles:
+            claims["roles"] = roles
+        return self.keys.sign(claims, x5t=graph, graph_nonce=graph), claims["exp"]
 
 
 def _v1_audience(scopes: ScopeRequest) -> str:
