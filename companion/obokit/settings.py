@@ -53,7 +53,7 @@ def read_env(path: Path | None = None) -> dict[str, str]:
     path = path or env_file()
     values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
     values.update({k: v for k, v in os.environ.items()
-                   if k.startswith(("OBOKIT_", "AZURE_", "GRAPH_", "MCP_", "DEMO_", "TASK_"))})
+                   if k.startswith(("OBOKIT_", "AZURE_", "GRAPH_", "MCP_", "DEMO_", "TASK_", "MANAGED_IDENTITY_"))})
     return values
 
 

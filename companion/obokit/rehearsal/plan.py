@@ -55,6 +55,9 @@ PLAN: dict[str, NotebookPlan] = {
     # The two people (analyst, engineer), then the admin (tier 1); tier 2's engineer is still signed in.
     "06-two-tiers": NotebookPlan(sign_ins=("analyst", "engineer", "admin")),
     "07-scale-out": NotebookPlan(every="analyst"),
+    # The analyst's MSAL sign-in names her (login_hint); FastMCP's client, after the restart without a secret, may
+    # sign in again (on the emulator a new kernel keeps no client tokens).
+    "08-secretless": NotebookPlan(every="analyst"),
 }
 
 

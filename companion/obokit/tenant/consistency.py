@@ -11,6 +11,9 @@ assignments for minutes, terraform-provider-azurerm#1647). Meanwhile they answer
     AADSTS7000229 the application has no service principal
     AADSTS7000222 the app's first secret is not usable yet ("keys are expired")
     AADSTS7000215 the (new) client secret is invalid
+    AADSTS700027  the new certificate is unknown ("The key was not found")
+    AADSTS70021   no federated identity credential matches yet (Microsoft's workload identity federation docs:
+                  a new federated credential takes a few minutes to propagate)
     AADSTS65001   no consent
     Graph 404     Request_ResourceNotFound
     Graph 400     NoBackingApplicationObject (a service principal for a new app)
@@ -41,6 +44,11 @@ REPLICATION_CODES = {
     7000229: "the service principal",
     7000222: "the first client secret",
     7000215: "the new client secret",
+    700027: "the new certificate",
+    70021: "the new federated identity credential",
+    700211: "the new federated identity credential",
+    700212: "the new federated identity credential",
+    700213: "the new federated identity credential",
     65001: "the consent grant",
 }
 _AADSTS = re.compile(r"AADSTS(\d+)")

@@ -9,6 +9,7 @@ demo accounts, browser or headless sign-in) live here.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import webbrowser
 from collections.abc import Iterator
@@ -78,6 +79,21 @@ class Target:
     def instance_discovery(self) -> bool:
         """MSAL's `instance_discovery` for this authority: only Microsoft's own cloud hosts have it."""
         return settings.is_microsoft_cloud(self.authority)
+
+    def managed_identity(self) -> str | None:
+        """The client id of the user-assigned managed identity this process can get tokens for, or None.
+
+        A managed identity is there where the hosting platform exposes its endpoint (App Service and Container
+        Apps set `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`); which identity is `MANAGED_IDENTITY_CLIENT_ID` (.env or
+        the environment). A laptop has no such endpoint: None. On the emulator, the emulator plays the platform:
+        its endpoint is exported into this process's environment, as App Service does, with its seeded identity.
+        """
+        if self.is_emulator:
+            os.environ.update(self.emulator.managed_identity_environment())
+            return str(self.emulator.managed_identity.client_id)
+        if not (os.environ.get("IDENTITY_ENDPOINT") and os.environ.get("IDENTITY_HEADER")):
+            return None
+        return settings.read_env().get("MANAGED_IDENTITY_CLIENT_ID") or None
 
     # -- the admin's Graph credential -----------------------------------------------------
     def admin_credential(self) -> DeviceCodeCredential:
