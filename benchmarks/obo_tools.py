@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/obo_tools.py            # or: make bench
     .venv/bin/python benchmarks/obo_tools.py --identity-ms 30 --graph-ms 30 --duration 3 --concurrency 1,10,50
+    .venv/bin/python benchmarks/obo_tools.py --credentials-only     # only: cold OBO exchange per credential
 
 Starts the embedded emulator with injected latency (identity provider and Graph), one workbook
 MCP server (FastMCP + AzureProvider, the real tools) per implementation, signs the demo users in
@@ -16,6 +17,10 @@ Prints calls/s, p50/p95 latency and the OBO exchanges the emulator answered, the
 (c)/(a) and (c)/(b) and the targets. As in production, each part is its own process: the emulator
 (`obokit emulator serve`), the MCP server under test (this script with `--serve`), and the callers
 (this process). In one process the three would share one GIL and measure mostly each other.
+
+Then the section "cold OBO exchange per credential" (`obo_credentials.py`, in this process against the same
+emulator): p50/p95 of uncached exchanges with a client secret, a certificate and a managed identity via a federated
+credential, the managed identity endpoint's calls per assertion lifetime, and the event loop's largest lag.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import cProfile
 import json
 import os
 import platform
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -48,7 +54,10 @@ from obokit.server import start_workbook_server
 from obokit.tenant.target import DemoDirectory, Target
 from obokit.server.tools import GraphApi
 
+import obo_credentials  # same folder (the script's directory is on sys.path)
+
 USERS = ("adele", "bruno", "chen")
+REDIRECT_URI = "http://localhost:8000/auth/callback"  # the server app's (the OAuth proxy's callback)
 TOOL, GRAPH_SCOPES = "check_group_membership", "User.Read openid profile offline_access GroupMember.Read.All"
 IMPLEMENTATIONS: dict[str, tuple[str, Callable[[Target, Registrations], Any] | None]] = {
     "a": ("requests.post per call", requests_per_call),
@@ -63,20 +72,25 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, {platform.system()}"
 
 
-def provision(emu: Any) -> Registrations:
-    """A server app (scope mcp-access, role Task.Read for every demo user, Graph consent), raw Graph calls."""
+def admin_graph(emu: Any) -> httpx.Client:
+    """Raw Graph calls as the emulator's seeded automation app (app-only)."""
     client_id, secret = emu.automation_credentials()
     admin = msal.ConfidentialClientApplication(client_id, client_credential=secret, authority=emu.tenant_authority,
                                                instance_discovery=False)
     bearer = admin.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
+    return httpx.Client(base_url=emu.graph_url, headers={"Authorization": f"Bearer {bearer}"})
+
+
+def provision(emu: Any) -> Registrations:
+    """A server app (scope mcp-access, role Task.Read for every demo user, Graph consent), raw Graph calls."""
     role = str(uuid.uuid4())
-    with httpx.Client(base_url=emu.graph_url, headers={"Authorization": f"Bearer {bearer}"}) as graph:
+    with admin_graph(emu) as graph:
         def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
             return graph.post(path, json=body).raise_for_status().json()
 
         app = post("/applications", {
             "displayName": "obokit benchmark server", "signInAudience": "AzureADMyOrg",
-            "web": {"redirectUris": ["http://localhost:8000/auth/callback"]},
+            "web": {"redirectUris": [REDIRECT_URI]},
             "api": {"requestedAccessTokenVersion": 2, "oauth2PermissionScopes": [
                 {"id": str(uuid.uuid4()), "value": "mcp-access", "type": "User", "isEnabled": True,
                  "adminConsentDisplayName": "mcp-access", "adminConsentDescription": "mcp-access"}]},
@@ -117,28 +131,31 @@ class EmulatorProcess:
         env: dict[str, str] = {}
         for line in self.proc.stdout or []:
             if "=" in line:
-                key, value = line.strip().split("=", 1)
+                key, value = line.strip().removeprefix("export ").split("=", 1)
                 env[key] = value
             if line.startswith("State folder"):
                 break
         self.ready_s = time.perf_counter() - t0
         self.authority, self.graph_url = env["AZURE_AUTHORITY_HOST"], env["GRAPH_BASE_URL"]
         self.ca_bundle = env["SSL_CERT_FILE"]
+        self.tls = ssl.create_default_context(cafile=self.ca_bundle)
         self.tenant_authority = f"{self.authority}/{TENANT_ID}"
         self.tenant_domain = TENANT_DOMAIN
+        # The `export` lines: only the credentials section sets them, in this process, for its managed identity rows.
+        self.managed_identity_env = {name: env[name] for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
 
     def automation_credentials(self) -> tuple[str, str]:
         return self.automation
 
     def faults(self, **spec: Any) -> None:
-        httpx.post(f"{self.authority}/_emulator/faults", json=spec, verify=self.ca_bundle).raise_for_status()
+        httpx.post(f"{self.authority}/_emulator/faults", json=spec, verify=self.tls).raise_for_status()
 
     def latency(self, identity_ms: float, graph_ms: float) -> None:
         self.faults(family="identity", latency_ms=identity_ms)
         self.faults(family="graph", latency_ms=graph_ms)
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.authority}/_emulator/stats", verify=self.ca_bundle).raise_for_status().json()
+        return httpx.get(f"{self.authority}/_emulator/stats", verify=self.tls).raise_for_status().json()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -317,15 +334,29 @@ async def main_async(args: argparse.Namespace) -> int:
         os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = emu.ca_bundle
         try:
             reg = await asyncio.to_thread(provision, emu)
-            results, servers = {}, {}
-            for key in args.implementations:
+            results, servers, section = {}, {}, None
+            for key in (() if args.credentials_only else args.implementations):
                 results[key], servers[key] = await run_implementation(key, emu, reg, folder, args)
+            if not args.no_credentials:
+                print("\ncold OBO exchange per credential:", flush=True)
+                section = await credentials_section(emu, reg, args)
         finally:
             emu.stop()
     print(f"\nprocess start until ready (imports included): emulator {emu.ready_s:.2f} s; "
           + ", ".join(f"server ({k}) {s.ready_s:.2f} s (start_workbook_server {s.start_s:.2f} s)" for k, s in servers.items()))
-    ok = print_table(results, args)
+    ok = print_table(results, args) if results else True
+    if section is not None:
+        ok = obo_credentials.print_section(section) and ok
     return 0 if ok or not args.strict else 1
+
+
+async def credentials_section(emu: EmulatorProcess, reg: Registrations,
+                              args: argparse.Namespace) -> obo_credentials.CredentialSection:
+    """The section "cold OBO exchange per credential", in this process, for the server app `reg`."""
+    with admin_graph(emu) as graph:
+        return await obo_credentials.run_section(
+            emu, graph, reg.mcp_server_client_id, reg.mcp_server_client_secret,
+            [f"{name}@{TENANT_DOMAIN}" for name in USERS], REDIRECT_URI, args)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -340,6 +371,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="PATH", default=None,
                         help="cProfile the server's event-loop thread during the measured calls; stats in PATH.<a|b|c>")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    obo_credentials.add_arguments(parser)
     parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)  # internal: the server child
     return parser.parse_args(argv)
 

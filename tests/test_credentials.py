@@ -81,8 +81,24 @@ def test_managed_identity_assertion_is_fetched_once_while_fresh_and_again_near_e
                     {"access_token": "second", "expires_on": str(int(now + 3600))}])
     credential = ManagedIdentityAssertion("mi-client", fetch=lambda: next(answers), refresh_margin=300)
     assert [credential.client_assertion() for _ in range(3)] == ["first"] * 3 and credential.fetches == 1
-    credential._expires_on = now + 200  # within the refresh margin
+    credential._expires_on, credential._fetched_at = now + 200, now - 3400  # an hour-long token, 200 s left
     assert credential.client_assertion() == "second" and credential.fetches == 2
+
+
+def test_a_platform_token_shorter_than_the_refresh_margin_is_still_reused() -> None:
+    fetches = iter({"access_token": f"token-{i}", "expires_on": str(int(time.time() + 200))} for i in range(9))
+    credential = ManagedIdentityAssertion("mi-client", fetch=lambda: next(fetches), refresh_margin=300)
+    assert {credential.client_assertion() for _ in range(3)} == {"token-0"} and credential.fetches == 1
+
+
+def test_certificate_assertions_are_reused_per_client_and_audience_until_a_minute_before_expiry() -> None:
+    certificate = ClientCertificate.from_pem(self_signed_certificate("reuse"))
+    first = certificate.form_fields("client-1", "https://login.example/t/oauth2/v2.0/token")["client_assertion"]
+    assert certificate.form_fields("client-1", "https://login.example/t/oauth2/v2.0/token")["client_assertion"] == first
+    assert certificate.form_fields("client-1", "https://other.example/token")["client_assertion"] != first
+    key = ("client-1", "https://login.example/t/oauth2/v2.0/token")
+    certificate._assertions[key] = (first, time.time() + 30)  # less than a minute left
+    assert certificate.form_fields(*key)["client_assertion"] != first
 
 
 def test_managed_identity_error_carries_the_endpoint_body_without_a_token() -> None:

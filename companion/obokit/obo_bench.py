@@ -11,7 +11,9 @@ Three of them, all doing the same OBO exchange at the same token endpoint:
 * `None` - (c) ours, the server's default: `obokit.server.obo_cache.OboCache` (async, cached, coalesced).
 
 `drive` runs N concurrent callers against a tool for a while and returns calls/s and latency
-percentiles; `benchmarks/obo_tools.py` prints the full table, notebook 05 a small live version.
+percentiles (`load` does the same for any async call); `LoopLag` measures how long the event loop goes without
+turning while work runs on it. `benchmarks/obo_tools.py` prints the full table (and, with
+`benchmarks/obo_credentials.py`, cold exchanges per server credential), notebook 05 a small live version.
 
 Example::
 
@@ -24,8 +26,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -111,10 +114,10 @@ class LoadResult:
         return self.percentile_ms(0.95)
 
 
-async def drive(clients: Sequence[Client], tool: str, arguments: dict[str, Any], *, concurrency: int,
-                duration: float | None = None, calls: int | None = None) -> LoadResult:
-    """`concurrency` callers call `tool` back to back, caller i through `clients[i % len(clients)]`
-    (one signed-in client per user), for `duration` seconds or until `calls` calls in total."""
+async def load(call: Callable[[int], Awaitable[Any]], *, concurrency: int, duration: float | None = None,
+               calls: int | None = None) -> LoadResult:
+    """`concurrency` workers await `call(i)` (i: the worker's index) back to back, for `duration` seconds or
+    until `calls` calls in total; an exception counts as an error and the run goes on."""
     if (duration is None) == (calls is None):
         raise ValueError("give either duration or calls")
     result = LoadResult(concurrency, 0.0)
@@ -122,20 +125,71 @@ async def drive(clients: Sequence[Client], tool: str, arguments: dict[str, Any],
     deadline = started + duration if duration is not None else float("inf")
     remaining = [calls if calls is not None else -1]
 
-    async def caller(client: Client) -> None:
+    async def worker(i: int) -> None:
         while time.perf_counter() < deadline and remaining[0] != 0:
             remaining[0] -= 1
             t0 = time.perf_counter()
             try:
-                await client.call_tool(tool, arguments)
+                await call(i)
             except Exception:  # noqa: BLE001 - counted, the run goes on
                 result.errors += 1
                 continue
             result.latencies.append(time.perf_counter() - t0)
 
-    await asyncio.gather(*(caller(clients[i % len(clients)]) for i in range(concurrency)))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def drive(clients: Sequence[Client], tool: str, arguments: dict[str, Any], *, concurrency: int,
+                duration: float | None = None, calls: int | None = None) -> LoadResult:
+    """`concurrency` callers call `tool` back to back, caller i through `clients[i % len(clients)]`
+    (one signed-in client per user), for `duration` seconds or until `calls` calls in total."""
+    return await load(lambda i: clients[i % len(clients)].call_tool(tool, arguments), concurrency=concurrency,
+                      duration=duration, calls=calls)
+
+
+class LoopLag:
+    """How late a ticker on the running event loop wakes: `async with LoopLag() as lag: ...`, then `lag.max_ms`.
+
+    The ticker sleeps `interval` seconds at a time; a wake-up later than asked is time the loop spent running
+    something else without yielding, waiting for the GIL, or waiting for a CPU (a busy machine), and every other
+    request on the loop waits it out too. `max_busy_ms` counts of each delay only as much as this process was on a
+    CPU meanwhile (all its threads), which leaves out the time the machine gave to other processes.
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.lags: list[tuple[float, float]] = []  # (seconds late, this process's CPU seconds meanwhile), per wake-up
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            await asyncio.sleep(self.interval)
+            late = max(0.0, time.perf_counter() - t0 - self.interval)
+            self.lags.append((late, time.process_time() - cpu0))
+
+    async def __aenter__(self) -> "LoopLag":
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)  # the ticker runs before the measured work starts
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    @property
+    def max_ms(self) -> float:
+        """The largest delay, ms."""
+        return 1000 * max((late for late, _ in self.lags), default=0.0)
+
+    @property
+    def max_busy_ms(self) -> float:
+        """The largest delay, counting only the part this process spent on a CPU, ms."""
+        return 1000 * max((min(late, cpu) for late, cpu in self.lags), default=0.0)
 
 
 async def bearer_token(mcp_url: str, auth: Any) -> str:
@@ -160,4 +214,5 @@ def exchanges_since(emulator: Any, before: dict[tuple[str, str], int]) -> dict[t
     return {key: n - before.get(key, 0) for key, n in now.items() if n > before.get(key, 0)}
 
 
-__all__ = ["LoadResult", "bearer_token", "drive", "exchanges_since", "msal_per_call", "obo_exchanges", "requests_per_call"]
+__all__ = ["LoadResult", "LoopLag", "bearer_token", "drive", "exchanges_since", "load", "msal_per_call", "obo_exchanges",
+           "requests_per_call"]

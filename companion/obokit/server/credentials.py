@@ -93,6 +93,14 @@ class ClientCertificate(ServerCredential):
     private_key_pem: bytes
     certificate_pem: bytes
     kind: ClassVar[str] = "certificate"
+    _private_key: Any = field(init=False, compare=False)
+    _assertions: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict, init=False, compare=False)
+    _signing: threading.Lock = field(default_factory=threading.Lock, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Parsed once, here, not per assertion: loading a PEM RSA key (OpenSSL's consistency check) takes ~35 ms and
+        # holds the GIL, so the event loop would wait for it even in a worker thread. Signing takes ~0.3 ms.
+        self._private_key = serialization.load_pem_private_key(self.private_key_pem, password=None)
 
     @classmethod
     def from_pem(cls, pem: bytes) -> "ClientCertificate":
@@ -113,7 +121,20 @@ class ClientCertificate(ServerCredential):
 
     def form_fields(self, client_id: str, token_endpoint: str) -> dict[str, str]:
         return {"client_id": client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE,
-                "client_assertion": self.sign_assertion(client_id, token_endpoint)}
+                "client_assertion": self.reusable_assertion(client_id, token_endpoint)}
+
+    def reusable_assertion(self, client_id: str, audience: str) -> str:
+        """`sign_assertion`, signed again only when the last one for this client and audience has less than a
+        minute left. Entra accepts a client assertion more than once, and MSAL reuses its own for 9 minutes
+        (`msal/oauth2cli/assertion.py`): signing holds the GIL, so ten exchanges starting together would otherwise
+        keep the event loop waiting for ten signatures."""
+        key, now = (client_id, audience), time.time()
+        with self._signing:
+            kept = self._assertions.get(key)
+            if kept is None or now > kept[1] - 60:
+                kept = (self.sign_assertion(client_id, audience, now=now), now + ASSERTION_LIFETIME)
+                self._assertions[key] = kept
+            return kept[0]
 
     def sign_assertion(self, client_id: str, audience: str, *, now: float | None = None,
                        lifetime: int = ASSERTION_LIFETIME) -> str:
@@ -126,7 +147,7 @@ class ClientCertificate(ServerCredential):
                   "iat": issued, "nbf": issued, "exp": issued + lifetime}
         digest = self.certificate.fingerprint(hashes.SHA256())
         header = {"x5t#S256": base64.urlsafe_b64encode(digest).rstrip(b"=").decode()}
-        return jwt.encode(claims, self.private_key_pem, algorithm="PS256", headers=header)
+        return jwt.encode(claims, self._private_key, algorithm="PS256", headers=header)
 
     def msal_credential(self) -> dict[str, str]:
         # With the certificate (not only its SHA-1 "thumbprint"), MSAL 1.35+ signs PS256 with x5t#S256.
@@ -177,6 +198,7 @@ class ManagedIdentityAssertion(ServerCredential):
     fetches: int = field(default=0, init=False)
     _token: str | None = field(default=None, init=False)
     _expires_on: float = field(default=0.0, init=False)
+    _fetched_at: float = field(default=0.0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
@@ -185,7 +207,9 @@ class ManagedIdentityAssertion(ServerCredential):
 
     @property
     def fresh(self) -> bool:
-        return self._token is not None and time.time() < self._expires_on - self.refresh_margin
+        # The margin is at most half the token's lifetime: a platform token shorter than the margin is still used.
+        margin = min(self.refresh_margin, (self._expires_on - self._fetched_at) / 2)
+        return self._token is not None and time.time() < self._expires_on - margin
 
     async def prepare(self) -> None:
         if not self.fresh:
@@ -201,6 +225,7 @@ class ManagedIdentityAssertion(ServerCredential):
                 self.fetches += 1
                 self._token = result["access_token"]
                 self._expires_on = _expiry(result)
+                self._fetched_at = time.time()
             return self._token  # type: ignore[return-value]
 
     def form_fields(self, client_id: str, token_endpoint: str) -> dict[str, str]:
