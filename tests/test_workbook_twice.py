@@ -43,7 +43,10 @@ ROLE_ASSIGNMENTS = sorted(
 )
 EXPECTED = {  # after the workbook, before its clean-up: exactly these, however often it ran
     "applications": [MCP_SERVER_APP, TASK_API_APP, TASK_CLIENT_APP],
-    "live secrets": {MCP_SERVER_APP: 1, TASK_API_APP: 1, TASK_CLIENT_APP: 0},
+    # 08-secretless replaces the server's secret by a certificate and a federated credential (a managed identity)
+    "live secrets": {MCP_SERVER_APP: 0, TASK_API_APP: 1, TASK_CLIENT_APP: 0},
+    "certificates": {MCP_SERVER_APP: 1, TASK_API_APP: 0, TASK_CLIENT_APP: 0},
+    "federated credentials": {MCP_SERVER_APP: 1, TASK_API_APP: 0, TASK_CLIENT_APP: 0},
     "service principals": [MCP_SERVER_APP, TASK_API_APP, TASK_CLIENT_APP],
     "admin grants": [
         (MCP_SERVER_APP, "Microsoft Graph",
@@ -81,6 +84,8 @@ def workbook_view(state: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]
     return {
         "applications": sorted(a["displayName"] for a in apps),
         "live secrets": {a["displayName"]: len(a.get("passwordCredentials", [])) for a in apps},
+        "certificates": {a["displayName"]: len(a.get("keyCredentials", [])) for a in apps},
+        "federated credentials": {a["displayName"]: len(a.get("_federatedIdentityCredentials", [])) for a in apps},
         "service principals": sorted(sps[i] for i in ours),
         "admin grants": sorted((sps[g["clientId"]], sps[g["resourceId"]], tuple(sorted(g["scope"].split())))
                                for g in grants if g["consentType"] == "AllPrincipals"),
@@ -156,14 +161,15 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
     assert twice["user grants"] == once["user grants"]
     assert counts(second) == counts(first), "a second run grew a directory collection"
     assert twice["_ids"] == once["_ids"], "a second run re-created objects instead of finding them"
-    assert len(twice["_secret key ids"]) == 2 and not set(twice["_secret key ids"]) & set(once["_secret key ids"]), \
-        "each run rotates the secrets: new key ids replace the old ones"
+    assert len(twice["_secret key ids"]) == 1 and not set(twice["_secret key ids"]) & set(once["_secret key ids"]), \
+        "each run rotates the task API's secret: a new key id replaces the old one (08 removes the server's)"
     clients_twice = proxy_clients(state_dir)
     print(f"\nDCR clients in the servers' proxy stores after one run: {clients_once}, after two: {clients_twice}")
     assert clients_once and all(clients_once.values()), "the notebooks' clients registered with the workbook servers"
     assert clients_twice == clients_once, "a second run registered MCP clients with the OAuth proxies again"
     stored = Counter(line.split("=", 1)[0] for line in (state_dir / "workbook.env").read_text().splitlines() if "=" in line)
-    assert {key: stored[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, 1), "one line per key in the secrets file"
+    expected_lines = {**dict.fromkeys(SECRET_KEYS, 1), "MCP_SERVER_CLIENT_SECRET": 0}  # 08 forgets the removed secret
+    assert {key: stored[key] for key in SECRET_KEYS} == expected_lines, "one line per key in the secrets file"
 
     run(cleanup)
     cleaned = read_store(state_dir)
