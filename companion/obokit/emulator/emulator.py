@@ -28,7 +28,7 @@ from .managed_identity import PATH as MANAGED_IDENTITY_PATH
 from .managed_identity import ManagedIdentity, ManagedIdentityEndpoint, app_service_environment
 from .recorder import EventLog, RequestLog
 from .replication import Replication
-from .seed import AUTOMATION_APP_ID, PROFILES, demo_tenant, managed_identity_sp
+from .seed import AUTOMATION_APP_ID, PROFILES, demo_tenant, managed_identity_sp, vs_code_objects
 from .session import Sessions
 from .signing import KeySet
 from .store import Store
@@ -100,8 +100,10 @@ class Emulator:
         seeded = self.store.get("meta", "profile")
         if self.store.is_empty() or (seeded or {}).get("value", "quick") != profile:
             self._seed()
-        else:  # a state folder seeded before the managed identity existed keeps its objects and gains it
+        else:  # a state folder seeded before these existed keeps its objects and gains them
             self.store.add_missing("servicePrincipals", managed_identity_sp())
+            for collection, obj in vs_code_objects():
+                self.store.add_missing(collection, obj)
         self.server: BackgroundServer | None = None
         self.managed_identity_server: BackgroundServer | None = None
         self.managed_identity_endpoint: ManagedIdentityEndpoint | None = None

@@ -21,6 +21,8 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 # The public client id of "Microsoft Graph Command Line Tools", used by learners to sign in as admin.
 GRAPH_CLI_APP_ID = "14d82eec-204b-4c2f-b7e8-296a70dab67e"
+# Visual Studio Code's first-party app: its Microsoft sign-in (pre-authorized on MCP servers, microsoft/vscode#283453)
+VS_CODE_APP_ID = "aebc6443-996d-45c2-90f0-388ff96faa56"
 
 
 def stable_id(*parts: object) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from .ids import (
     GRAPH_APP_ID,
     GRAPH_CLI_APP_ID,
+    VS_CODE_APP_ID,
     MANAGED_IDENTITY_CLIENT_ID,
     MANAGED_IDENTITY_NAME,
     MANAGED_IDENTITY_PRINCIPAL_ID,
@@ -204,6 +205,14 @@ def _first_party_app(app_id: str, name: str, *, public: bool) -> dict[str, Any]:
     }
 
 
+def vs_code_objects() -> list[tuple[str, dict[str, Any]]]:
+    """Visual Studio Code as a first-party public client: loopback redirects on any port and vscode.dev's redirect
+    (the URIs VS Code's Microsoft authentication uses: extensions/microsoft-authentication in microsoft/vscode)."""
+    app = _first_party_app(VS_CODE_APP_ID, "Visual Studio Code", public=True)
+    app["publicClient"]["redirectUris"] = ["http://localhost", "http://127.0.0.1", "https://vscode.dev/redirect"]
+    return [("applications", app), ("servicePrincipals", _sp_for(app))]
+
+
 def _sp_for(app: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": stable_id("sp", app["appId"]),
@@ -271,6 +280,7 @@ def demo_tenant(profile: str = "quick") -> tuple[list[tuple[str, dict[str, Any]]
     cli_app = _first_party_app(GRAPH_CLI_APP_ID, "Microsoft Graph Command Line Tools", public=True)
     cli_sp = _sp_for(cli_app)
     objects += [("applications", cli_app), ("servicePrincipals", cli_sp)]
+    objects += vs_code_objects()
     objects.append(("servicePrincipals", managed_identity_sp()))  # both profiles: Azure creates it, not a sign-in
     # The service principal stays in both profiles (in a fresh tenant the first sign-in would create it).
     if profile == "quick":

@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastmcp import FastMCP
+from fastmcp.server.auth import AuthProvider
 from fastmcp.server.auth.providers.azure import AzureProvider
 
 from .. import settings
@@ -29,6 +30,7 @@ from ..kernel import BackgroundServer, bind_loopback, serve_in_background, stop_
 from ..tenant.target import Target
 from .audit import AuditLog
 from .credentials import ClientSecret, ServerCredential
+from .direct import direct_auth
 from .expenses import ExpenseBook
 from .middleware import AppRoleGate, AuditTrail, CallerContext
 from .obo_cache import OboCache
@@ -71,11 +73,13 @@ def build_server(
     base_url: str,
     storage_dir: Path,
     name: str = "obokit workbook",
-    auth: AzureProvider | None = None,
+    auth: AuthProvider | None = None,
     audit_log: AuditLog | None = None,
     expenses: ExpenseBook | None = None,
     obo: OboTokenSource | None = None,
     credential: ServerCredential | None = None,
+    mode: str = "proxy",
+    trusted_callers: Collection[str] = (),
 ) -> FastMCP:
     """The workbook's FastMCP server (not yet serving): Entra sign-in, tier-1 roles, OBO tools, audit.
 
@@ -84,9 +88,18 @@ def build_server(
     `mcp.obo_cache`. Pass `obokit.server.tools.on_behalf_of` for FastMCP's own `EntraOBOToken` credential.
     `credential`: how the server's app proves itself to Entra, in the proxy and in OBO (`obokit.server.credentials`;
     default: the registration's client secret).
+    `mode`: "proxy" (FastMCP's OAuth proxy, `obokit.server.proxy`) or "direct" (Entra as the clients' authorization
+    server, `obokit.server.direct`; `trusted_callers`: the app ids of the pre-authorized clients).
     """
     credential = credential if credential is not None else ClientSecret(registration.mcp_server_client_secret)
-    auth = auth or workbook_auth(target, registration, base_url=base_url, storage_dir=storage_dir, credential=credential)
+    if mode == "direct" and not trusted_callers:
+        raise ValueError("direct mode needs trusted_callers: the app ids of the clients pre-authorized on the server")
+    if auth is None and mode == "direct":
+        auth = direct_auth(target, registration, base_url=base_url, trusted_callers=trusted_callers)
+    elif auth is None and mode == "proxy":
+        auth = workbook_auth(target, registration, base_url=base_url, storage_dir=storage_dir, credential=credential)
+    elif auth is None:
+        raise ValueError(f"mode must be 'proxy' or 'direct', not {mode!r}")
     audit_log = audit_log if audit_log is not None else AuditLog(Path(storage_dir) / "audit.jsonl")
     cache: OboCache | None = None
     if obo is None:
@@ -102,8 +115,8 @@ def build_server(
             if cache is not None:
                 stack.push_async_callback(cache.aclose)
             stack.push_async_callback(graph.aclose)
-            # FastMCP keeps one OnBehalfOfCredential per user token and never closes them.
-            stack.push_async_callback(auth.close_obo_credentials)
+            if isinstance(auth, AzureProvider):  # FastMCP keeps one OnBehalfOfCredential per user token, never closed
+                stack.push_async_callback(auth.close_obo_credentials)
             yield {}
 
     mcp = FastMCP(
@@ -165,12 +178,15 @@ def start_workbook_server(
     registration: ServerRegistration | None = None,
     obo: OboTokenSource | None = None,
     credential: ServerCredential | None = None,
+    mode: str = "proxy",
+    trusted_callers: Collection[str] = (),
 ) -> RunningServer:
     """Build the workbook server and serve it in the background; re-using `name` replaces it.
 
     The registration comes from `obokit.tenant.provisioning.registrations(target)` (01-app-registration).
     `port=None` comes back on the port the server `name` had last time, if free (`server_socket`);
-    `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`, `credential`: see `build_server`.
+    `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`, `credential`, `mode`,
+    `trusted_callers`: see `build_server`.
     """
     if registration is None:
         from ..tenant.provisioning import registrations
@@ -187,7 +203,7 @@ def start_workbook_server(
     expenses = expenses if expenses is not None else ExpenseBook()
     try:
         mcp = build_server(target, registration, base_url=base_url, storage_dir=storage_dir,
-                           audit_log=audit_log, expenses=expenses, obo=obo, credential=credential)
+                           audit_log=audit_log, expenses=expenses, obo=obo, credential=credential, mode=mode, trusted_callers=trusted_callers)
     except BaseException:
         sock.close()
         raise
