@@ -297,3 +297,15 @@ def test_a_new_federated_credential_is_unknown_until_it_replicates(tenant_emu: E
     assert code(app_token(tenant_emu, reg, identity_token(tenant_emu))) == 70021
     result = eventually(lambda: app_token(tenant_emu, reg, identity_token(tenant_emu)))
     assert claims_of(result["access_token"])["azpacr"] == "2"
+
+
+def test_a_credential_naming_the_emulators_issuer_at_an_earlier_port_still_matches(emulator: Emulator) -> None:
+    """The emulator listens on a new port per start; Entra's issuer never changes (README known differences)."""
+    reg = register_api(emulator, name="fic earlier port api")
+    earlier = f"https://127.0.0.1:1/{emulator.tenant_id}/v2.0"  # as an earlier start's emulator wrote it
+    add_fic(emulator, reg, "earlier-port", earlier, PRINCIPAL_ID).raise_for_status()
+    assert "access_token" in app_token(emulator, reg, identity_token(emulator))
+    other_host = register_api(emulator, name="fic other host api")
+    add_fic(emulator, other_host, "other-host", f"https://login.example/{emulator.tenant_id}/v2.0",
+            PRINCIPAL_ID).raise_for_status()
+    assert code(app_token(emulator, other_host, identity_token(emulator))) == 700211

@@ -20,6 +20,7 @@ import binascii
 import datetime as dt
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -108,6 +109,16 @@ class ClientAssertions:
         return {f"{self.authority}/{t}/{path}" for t in tenants for path in ("oauth2/v2.0/token", "oauth2/token", "v2.0")}
 
     # -- a token from a trusted issuer ------------------------------------------------------
+    def _own_issuer_at_any_port(self, issuer: Any) -> Any:
+        """The emulator's v2 issuer for a credential naming it at another loopback port (a simplification: the
+        emulator listens on a new port per start, Entra's issuer never changes, so a credential written by an
+        earlier kernel must still match); any other issuer as it is."""
+        own = urlsplit(v2_issuer(self.authority))
+        named = urlsplit(str(issuer))
+        if (named.scheme, named.hostname, named.path) == (own.scheme, own.hostname, own.path):
+            return v2_issuer(self.authority)
+        return issuer
+
     def _check_federated(self, app: dict[str, Any], assertion: str, header: dict[str, Any],
                          claims: dict[str, Any]) -> None:
         issuer, subject, audiences = str(claims.get("iss")), str(claims.get("sub")), _audiences(claims)
@@ -115,7 +126,7 @@ class ClientAssertions:
         if not credentials:
             raise errors.no_federated_record(issuer, subject, ",".join(audiences))
         # Matching is case-sensitive (entra-docs reference-breaking-changes.md, 2025; Azure/login#517).
-        trusted = [c for c in credentials if c.get("issuer") == issuer]
+        trusted = [c for c in credentials if self._own_issuer_at_any_port(c.get("issuer")) == issuer]
         if not trusted:
             raise errors.federated_issuer_mismatch(issuer)
         trusted = [c for c in trusted if c.get("subject") == subject]

@@ -58,6 +58,8 @@ PLAN: dict[str, NotebookPlan] = {
     # The analyst's MSAL sign-in names her (login_hint); FastMCP's client, after the restart without a secret, may
     # sign in again (on the emulator a new kernel keeps no client tokens).
     "08-secretless": NotebookPlan(every="analyst"),
+    # The analyst's FastMCP sign-ins to the proxy server (before and after its restart); MSAL's sign-in names her.
+    "09-proxy-vs-direct": NotebookPlan(every="analyst"),
 }
 
 

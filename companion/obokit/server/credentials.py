@@ -280,8 +280,26 @@ def managed_identity_available(environ: dict[str, str] | None = None) -> bool:
     return bool(env.get("IDENTITY_ENDPOINT") and env.get("IDENTITY_HEADER"))
 
 
+CERTIFICATE_FILE_NAME = "mcp-server-certificate.pem"  # next to the secrets file; 08-secretless writes it
+
+
+def workbook_credential(target: Any, client_secret: str) -> ServerCredential:
+    """The credential the workbook server proves itself with, after 08-secretless as before it.
+
+    Where 08 stored a certificate (`CERTIFICATE_FILE_NAME` next to the target's secrets file): the managed identity
+    if this process has one (08 made the app trust it), else the certificate. Before 08: the client secret.
+    """
+    key_file = target.secrets_file.with_name(CERTIFICATE_FILE_NAME)
+    if not key_file.exists():
+        return ClientSecret(client_secret)
+    managed_identity = target.managed_identity()
+    if managed_identity:
+        return ManagedIdentityAssertion(managed_identity)
+    return ClientCertificate.from_pem(key_file.read_bytes())
+
+
 __all__ = [
-    "ASSERTION_LIFETIME", "CLIENT_ASSERTION_TYPE", "TOKEN_EXCHANGE_AUDIENCE", "ClientCertificate", "ClientSecret",
+    "ASSERTION_LIFETIME", "CERTIFICATE_FILE_NAME", "workbook_credential", "CLIENT_ASSERTION_TYPE", "TOKEN_EXCHANGE_AUDIENCE", "ClientCertificate", "ClientSecret",
     "ManagedIdentityAssertion", "ManagedIdentityError", "ServerCredential", "managed_identity_available",
     "msal_managed_identity_fetch", "self_signed_certificate",
 ]
