@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,9 @@ def _still_valid(cert_path: Path) -> bool:
     return cert.not_valid_after_utc - _RENEW_BEFORE > dt.datetime.now(dt.timezone.utc)
 
 
-def _build_ca(now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+def _build_ca(now: dt.datetime, common_name: str = "obokit emulator local CA") -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "obokit emulator local CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -72,20 +73,22 @@ def _build_ca(now: dt.datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
+def _san_entry(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
 def _build_leaf(
-    ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, now: dt.datetime
+    ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, now: dt.datetime,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     key = _new_key()
-    san = x509.SubjectAlternativeName(
-        [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-        ]
-    )
+    san = x509.SubjectAlternativeName([_san_entry(host) for host in hosts])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -122,3 +125,13 @@ def ensure_tls(folder: Path) -> TlsFiles:
     # Other processes may be reading the bundle (SSL_CERT_FILE): rewrite it only when it changes, atomically.
     write_public(files.bundle, system.rstrip(b"\n") + b"\n" + files.ca_cert.read_bytes())
     return files
+
+
+def issue_certificate(ca_name: str, hosts: Sequence[str]) -> tuple[bytes, bytes, bytes]:
+    """A new CA named `ca_name` and a server certificate it signs for `hosts` (names or IP addresses):
+    (CA certificate, server certificate, server key) as PEM; the CA's key is not kept."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, ca_cert = _build_ca(now, ca_name)
+    leaf_key, leaf_cert = _build_leaf(ca_key, ca_cert, now, hosts)
+    pem = serialization.Encoding.PEM
+    return ca_cert.public_bytes(pem), leaf_cert.public_bytes(pem), _key_pem(leaf_key)
