@@ -1,12 +1,13 @@
-"""The `obokit` command line: the standalone emulator, a readiness check, and the clean-up.
+"""The `obokit` command line: the standalone emulator and server, a readiness check, and the clean-up.
 
     obokit emulator serve [--profile quick|tenant] [--replication-delay LOW[,HIGH]] [--state-dir DIR]
                           [--identity-port N] [--graph-port N] [--reset]
     obokit emulator reset [--profile quick|tenant] [--state-dir DIR]
+    obokit serve [--port N] [--mode proxy|direct] [--credential secret|certificate|managed-identity]
     obokit doctor              # OK/WARN/FAIL per line; exit code 1 when something FAILs
     obokit cleanup [--yes]     # lists the workbook's objects in the target; --yes removes them
 
-`doctor` and `cleanup` use the target of `.env` (the emulator unless OBOKIT_TARGET=tenant) and
+`serve`, `doctor` and `cleanup` use the target of `.env` (the emulator unless OBOKIT_TARGET=tenant) and
 the state folder of OBOKIT_STATE_DIR (default ./.obokit).
 """
 
@@ -85,6 +86,12 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_workbook(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(port=args.port, mode=args.mode, credential=args.credential, trusted_callers=args.trusted_caller)
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
 
@@ -119,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--profile", choices=("quick", "tenant"), default="quick")
     reset.add_argument("--state-dir", type=Path, default=None)
     reset.set_defaults(handler=_reset)
+    workbook = commands.add_parser("serve", help="run the workbook's MCP server (streamable HTTP at /mcp) until interrupted")
+    workbook.add_argument("--port", type=int, default=8000, help="port on localhost (default: 8000; 0: any free port)")
+    workbook.add_argument("--mode", choices=("proxy", "direct"), default="proxy",
+                          help="proxy: FastMCP's OAuth proxy in front of Entra (default); direct: a resource server, "
+                               "clients sign in at Entra themselves")
+    workbook.add_argument("--credential", choices=("secret", "certificate", "managed-identity"), default=None,
+                          help="how the server's app proves itself to Entra (default: the secret of 01 if the "
+                               "secrets file has one, else the certificate of 08)")
+    workbook.add_argument("--trusted-caller", action="append", default=[], metavar="APP_ID",
+                          help="direct mode: a client app id whose tokens the server accepts (repeatable; "
+                               "default: VS Code's)")
+    workbook.set_defaults(handler=_serve_workbook)
     doctor = commands.add_parser("doctor", help="check Python, packages, CA trust, the target and the notebooks")
     doctor.set_defaults(handler=_doctor)
     cleanup = commands.add_parser("cleanup", help="remove what the workbook created in the target (dry run by default)")

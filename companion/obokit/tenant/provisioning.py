@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -43,6 +44,7 @@ from msgraph.generated.models.o_auth2_permission_grant import OAuth2PermissionGr
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.password_credential import PasswordCredential
 from msgraph.generated.models.service_principal import ServicePrincipal
+from msgraph.generated.models.web_application import WebApplication
 
 with warnings.catch_warnings():  # the generated builders warn about their own deprecated classes on import
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -152,6 +154,62 @@ async def ensure_identifier_uri(graph: GraphServiceClient, app: Application, uri
     return await until_replicated(lambda: graph.applications.by_application_id(app.id).get(),
                                   what=f"identifier URI of {app.display_name!r}",
                                   ready=lambda fresh: uri in (fresh.identifier_uris or []))
+
+
+# -- redirect URIs of a deployed server ----------------------------------------------------------
+CALLBACK_PATH = "/auth/callback"  # FastMCP's OAuth proxy receives Entra's answer there
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+MAX_REDIRECT_URI_LENGTH = 256  # Entra's limit for one redirect URI
+
+
+def callback_uri(base_url: str) -> str:
+    """`{base_url}/auth/callback`, or a ValueError saying what is wrong with `base_url`.
+
+    Entra accepts a web redirect URI over https, or http on localhost / 127.0.0.1 (any port), without a
+    fragment or a wildcard; `base_url` is the server's public URL, not its MCP endpoint.
+    """
+    text = str(base_url).strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as error:
+        raise ValueError(f"not a URL: {base_url!r} ({error})") from None
+    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if parts.scheme != "https" and not loopback:
+        raise ValueError(f"Entra needs https for a redirect URI (plain http only on localhost or 127.0.0.1): {base_url!r}")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ValueError(f"expected https://host[:port][/path], with a host and without user info: {base_url!r}")
+    if parts.query or parts.fragment or "#" in text or "*" in text or any(c.isspace() for c in text):
+        raise ValueError(f"a base URL has no query, fragment, wildcard or spaces: {base_url!r}")
+    if parts.path.endswith((CALLBACK_PATH, "/mcp")):
+        raise ValueError(f"pass the server's base URL, without /mcp or {CALLBACK_PATH}: {base_url!r}")
+    uri = f"{text}{CALLBACK_PATH}"
+    if len(uri) > MAX_REDIRECT_URI_LENGTH:
+        raise ValueError(f"{uri!r} is longer than Entra's {MAX_REDIRECT_URI_LENGTH} characters")
+    return uri
+
+
+async def ensure_redirect_uri(graph: GraphServiceClient, app: Application, base_url: str) -> list[str]:
+    """Add `{base_url}/auth/callback` to the app's web redirect URIs (the others stay); returns them all.
+
+    What the deployment scripts of the source article do after `azd provision` (auth_update.py): the proxy of a
+    server deployed at `base_url` receives Entra's answer there. Idempotent: a URI already there is left alone.
+    """
+    uri = callback_uri(base_url)
+    current = await until_replicated(lambda: graph.applications.by_application_id(app.id).get(),
+                                     what=f"application {app.display_name!r}")
+    uris = list(current.web.redirect_uris or []) if current.web else []
+    if uri in uris:
+        step(f"redirect URI {uri} of {app.display_name!r}", "unchanged")
+        return uris
+    uris.append(uri)
+    await graph.applications.by_application_id(app.id).patch(Application(web=WebApplication(redirect_uris=uris)))
+    step(f"redirect URI {uri} of {app.display_name!r}", "added")
+    say(f"  web redirect URIs now: {', '.join(uris)}")
+    fresh = await until_replicated(lambda: graph.applications.by_application_id(app.id).get(),
+                                   what=f"redirect URIs of {app.display_name!r}",
+                                   ready=lambda a: uri in ((a.web.redirect_uris or []) if a.web else []))
+    return list(fresh.web.redirect_uris or [])
 
 
 # -- service principals ------------------------------------------------------------------------
@@ -379,7 +437,7 @@ async def load_registrations(target: Target) -> Registrations:
 
 __all__ = [
     "GRAPH_APP_ID", "MCP_SERVER_APP", "TASK_API_APP", "TASK_CLIENT_APP", "SCRATCH_APP", "WORKBOOK_APPS", "SECRET_DISPLAY_NAME",
-    "find_applications", "ensure_application", "ensure_identifier_uri", "find_service_principal",
+    "find_applications", "ensure_application", "ensure_identifier_uri", "callback_uri", "ensure_redirect_uri", "find_service_principal",
     "ensure_service_principal", "StoredSecret", "rotate_secret", "forget_secrets", "ensure_admin_consent",
     "revoke_admin_consent", "delegated_grants", "ensure_role_assignment", "remove_workbook_objects", "workbook_objects",
     "Registrations", "registrations", "load_registrations",
