@@ -23,19 +23,21 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 from pathlib import Path
 
 import httpx
 import msal
 import pytest
+from fastmcp.server.auth.providers.azure import AzureJWTVerifier
 from fastmcp.server.auth.providers.jwt import JWTVerifier
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
-from server_fixtures import register_workbook_server, start
+from server_fixtures import make_target, register_workbook_server, registrations, start
 from tenant_setup import Registration, register_api, run_async, user_token, user_upn
 
 from obokit.emulator import Emulator
 from obokit.clients.sdk_client import TokenFile, connect, sdk_oauth
-from obokit.server import RunningServer
+from obokit.server import RunningServer, start_workbook_server
 from obokit.token_attacks import (
     REDIRECT_URI, alg_none, bad_signature, claims_of, forge, hs256_with_public_key, proxied_token,
     register_client, tampered, unknown_kid,
@@ -330,3 +332,40 @@ def test_tenant_ids_compare_case_insensitively(configured: str, changes: dict, a
     claims = {k: v for k, v in {**BASE, **changes}.items() if v is not None}
     found = rejection_reason({}, claims, tenant_id=configured, now=NOW)
     assert (found is None) if accepted else (found is not None and "not this server's tenant" in found), found
+
+
+# -- direct mode: the same verifier, no proxy in front of it -----------------------------------
+@pytest.fixture(scope="module")
+def direct_server(emulator: Emulator, matrix: Matrix, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The workbook server in direct mode, trusting the calling app of `matrix.valid` (the server's own app)."""
+    folder = tmp_path_factory.mktemp("token-matrix-direct")
+    running = start_workbook_server(make_target(emulator, folder), name="token-matrix-direct", port=0,
+                                    storage_dir=folder / "direct", registration=registrations(matrix.registration),
+                                    mode="direct", trusted_callers=[matrix.registration.app_id])
+    yield running
+    running.stop()
+
+
+async def test_direct_mode_accepts_the_valid_token_and_refuses_every_hostile_one(matrix: Matrix,
+                                                                                 direct_server: RunningServer) -> None:
+    assert (await initialize(direct_server, matrix.valid)).status_code == 200, "an Entra token goes straight in"
+    for case, token in matrix.hostile.items():
+        response = await initialize(direct_server, token)
+        assert response.status_code == 401, f"direct mode accepted: {case}"
+        assert_challenged(direct_server, response)
+
+
+async def test_fastmcp_azure_jwt_verifier_alone_accepts_cases_obokit_closes(matrix: Matrix,
+                                                                            direct_server: RunningServer) -> None:
+    """What direct mode would accept with FastMCP's `AzureJWTVerifier` as it comes (README security table)."""
+    strict = direct_server.mcp.auth.token_verifier
+    assert isinstance(strict, EntraTokenVerifier)
+    stock = AzureJWTVerifier(client_id=matrix.registration.app_id, tenant_id=strict.tenant_id,
+                             required_scopes=["mcp-access"], base_authority=urlsplit(strict.jwks_uri).netloc)
+    assert await stock.verify_token(matrix.valid) is not None
+    accepted = {case for case, token in matrix.hostile.items() if await stock.verify_token(token)}
+    assert accepted
+    for case in accepted:
+        assert await strict.verify_token(matrix.hostile[case]) is None, case
+    print(f"\nAzureJWTVerifier alone accepts {len(accepted)} hostile tokens: {sorted(accepted)}")
+
