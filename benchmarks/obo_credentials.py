@@ -155,14 +155,26 @@ def register_credentials(emu: Any, graph: httpx.Client, client_id: str) -> Clien
 
 async def user_assertions(emu: Any, client_id: str, secret: str, upns: Sequence[str], redirect_uri: str) -> list[str]:
     """An access token for the app's own API (`mcp-access`) per user: MSAL's auth code flow, headless browser."""
+    return await entra_tokens(emu, client_id, f"api://{client_id}/mcp-access", upns, redirect_uri, secret=secret)
+
+
+async def entra_tokens(emu: Any, client_id: str, scope: str, upns: Sequence[str], redirect_uri: str, *,
+                       secret: str | None = None) -> list[str]:
+    """An Entra access token for `scope` per user, MSAL's auth code flow signed in by the headless browser: the
+    app `client_id` as a confidential client (`secret`) or, without one, as a public client (a pre-authorized MCP
+    client of a direct-mode server; a loopback `redirect_uri`, never bound)."""
     session = requests.Session()
     session.verify = emu.ca_bundle
-    app = await asyncio.to_thread(msal.ConfidentialClientApplication, client_id, client_credential=secret,
-                                  authority=emu.tenant_authority, instance_discovery=False, http_client=session)
+    common = {"authority": emu.tenant_authority, "instance_discovery": False, "http_client": session}
+    app: msal.ClientApplication
+    if secret is not None:
+        app = await asyncio.to_thread(msal.ConfidentialClientApplication, client_id, client_credential=secret, **common)
+    else:
+        app = await asyncio.to_thread(msal.PublicClientApplication, client_id, **common)
     tokens = []
     async with httpx.AsyncClient(verify=emu.tls, timeout=30) as browser:
         for upn in upns:
-            flow = app.initiate_auth_code_flow([f"api://{client_id}/mcp-access"], redirect_uri=redirect_uri,
+            flow = app.initiate_auth_code_flow([scope], redirect_uri=redirect_uri,
                                                response_mode="form_post")
             callback = await HeadlessBrowser(account=upn, client=browser).sign_in(flow["auth_uri"], redirect_uri=redirect_uri)
             result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow,
@@ -303,4 +315,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the short-lived managed identity row's assertion lifetime, seconds (default 0.25)")
 
 
-__all__ = ["CredentialRow", "CredentialSection", "FetchLog", "add_arguments", "print_section", "run_section"]
+__all__ = ["CredentialRow", "CredentialSection", "FetchLog", "add_arguments", "entra_tokens", "print_section", "run_section"]

@@ -1,8 +1,9 @@
-"""Benchmark: an MCP tool that does OBO + one Graph call, three OBO implementations, 1/10/50 callers.
+"""Benchmark: an MCP tool that does OBO + one Graph call, three OBO implementations and two auth modes, 1/10/50 callers.
 
     .venv/bin/python benchmarks/obo_tools.py            # or: make bench
     .venv/bin/python benchmarks/obo_tools.py --identity-ms 30 --graph-ms 30 --duration 3 --concurrency 1,10,50
     .venv/bin/python benchmarks/obo_tools.py --credentials-only     # only: cold OBO exchange per credential
+    .venv/bin/python benchmarks/obo_tools.py --modes-only           # only: (c) proxy vs (d) direct, and the split
 
 Starts the embedded emulator with injected latency (identity provider and Graph), one workbook
 MCP server (FastMCP + AzureProvider, the real tools) per implementation, signs the demo users in
@@ -12,11 +13,15 @@ with FastMCP's OAuth client, and drives `check_group_membership` (OBO for GroupM
   (a) `requests.post` OBO per call inside the async tool (second source article)
   (b) MSAL `acquire_token_on_behalf_of` per call inside the async tool (first source article)
   (c) ours: `obokit.server.obo_cache.OboCache` (async, cached per user token and scopes, coalesced)
+  (d) ours in direct mode: the same server as a pure resource server (`mode="direct"`), no OAuth proxy; the users
+      sign in at Entra with a public client pre-authorized on the server's scope (MSAL, headless browser) and send
+      Entra's access token as a bearer
 
 Prints calls/s, p50/p95 latency and the OBO exchanges the emulator answered, then the ratios
-(c)/(a) and (c)/(b) and the targets. As in production, each part is its own process: the emulator
-(`obokit emulator serve`), the MCP server under test (this script with `--serve`), and the callers
-(this process). In one process the three would share one GIL and measure mostly each other.
+(c)/(a), (c)/(b) and (d)/(c) and the targets, and where a warm call of (c) and (d) spends its time
+(client, auth layer, MCP stack, tool: `call_split.py`, timestamps taken in the server child). As in
+production, each part is its own process: the emulator (`obokit emulator serve`), the MCP server under
+test (this script with `--serve`), and the callers (this process). In one process the three would share one GIL and measure mostly each other.
 
 Then the section "cold OBO exchange per credential" (`obo_credentials.py`, in this process against the same
 emulator): p50/p95 of uncached exchanges with a client secret, a certificate and a managed identity via a federated
@@ -38,31 +43,46 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msal
 import psutil
-from fastmcp import Client
+from fastmcp import Client, FastMCP
 
 from obokit.emulator import GRAPH_APP_ID, SHAREPOINT_HOST, TENANT_DOMAIN, TENANT_ID, Emulator, group_id, user_id
 from obokit.clients.mcp_client import HeadlessOAuth
-from obokit.obo_bench import LoadResult, bearer_token, drive, exchanges_since, msal_per_call, obo_exchanges, requests_per_call
+from obokit.obo_bench import (
+    LoadResult,
+    bearer_token,
+    drive,
+    exchanges_since,
+    load,
+    msal_per_call,
+    obo_exchanges,
+    requests_per_call,
+)
 from obokit.tenant.provisioning import Registrations
 from obokit.server import start_workbook_server
 from obokit.tenant.target import DemoDirectory, Target
-from obokit.server.tools import GraphApi
+from obokit.server.obo import raw_obo_exchange
+from obokit.server.tools import GROUP_SCOPES, GraphApi
 
-import obo_credentials  # same folder (the script's directory is on sys.path)
+import call_split  # same folder (the script's directory is on sys.path)
+import obo_credentials
 
 USERS = ("adele", "bruno", "chen")
 REDIRECT_URI = "http://localhost:8000/auth/callback"  # the server app's (the OAuth proxy's callback)
+CLIENT_REDIRECT_URI = "http://localhost:8765"  # the direct-mode client's loopback redirect (never bound)
 TOOL, GRAPH_SCOPES = "check_group_membership", "User.Read openid profile offline_access GroupMember.Read.All"
-IMPLEMENTATIONS: dict[str, tuple[str, Callable[[Target, Registrations], Any] | None]] = {
-    "a": ("requests.post per call", requests_per_call),
-    "b": ("MSAL OBO per call", msal_per_call),
-    "c": ("obokit OboCache", None),
+# key: (label, OBO token source factory (None: the server's OboCache), auth mode)
+IMPLEMENTATIONS: dict[str, tuple[str, Callable[[Target, Registrations], Any] | None, str]] = {
+    "a": ("requests.post per call", requests_per_call, "proxy"),
+    "b": ("MSAL OBO per call", msal_per_call, "proxy"),
+    "c": ("obokit OboCache", None, "proxy"),
+    "d": ("direct mode, OboCache", None, "direct"),
 }
 
 
@@ -106,6 +126,22 @@ def provision(emu: Any) -> Registrations:
             post(f"/servicePrincipals/{sp['id']}/appRoleAssignedTo",
                  {"principalId": user_id(name), "resourceId": sp["id"], "appRoleId": role})
     return Registrations(mcp_server_client_id=app["appId"], mcp_server_client_secret=app_secret)
+
+
+def direct_client(emu: Any, reg: Registrations) -> str:
+    """A public client app pre-authorized on the server's scope (`api.preAuthorizedApplications`): the users of
+    the direct-mode server (d) sign in with it at Entra, without a consent prompt; its app id."""
+    with admin_graph(emu) as graph:
+        client = graph.post("/applications", json={
+            "displayName": "obokit benchmark client", "isFallbackPublicClient": True,
+            "publicClient": {"redirectUris": ["http://localhost"]}}).raise_for_status().json()
+        graph.post("/servicePrincipals", json={"appId": client["appId"]}).raise_for_status()
+        server = graph.get("/applications", params={"$filter": f"appId eq '{reg.mcp_server_client_id}'"}
+                           ).raise_for_status().json()["value"][0]
+        scope_ids = [scope["id"] for scope in server["api"]["oauth2PermissionScopes"]]
+        graph.patch(f"/applications/{server['id']}", json={"api": {**server["api"], "preAuthorizedApplications": [
+            {"appId": client["appId"], "delegatedPermissionIds": scope_ids}]}}).raise_for_status()
+    return str(client["appId"])
 
 
 def bench_target(authority: str, graph_url: str, folder: Path) -> Target:
@@ -165,9 +201,11 @@ class EmulatorProcess:
 class ServerProcess:
     """The workbook MCP server with implementation `key`, served by this script (`--serve`) in a child."""
 
-    def __init__(self, key: str, emu: EmulatorProcess, reg: Registrations, folder: Path, profile: str | None = None) -> None:
+    def __init__(self, key: str, emu: EmulatorProcess, reg: Registrations, folder: Path, profile: str | None = None,
+                 trusted_caller: str = "") -> None:
         env = {**os.environ, "BENCH_AUTHORITY": emu.authority, "BENCH_GRAPH_URL": emu.graph_url,
                "BENCH_CLIENT_ID": reg.mcp_server_client_id, "BENCH_CLIENT_SECRET": reg.mcp_server_client_secret,
+               "BENCH_TRUSTED_CALLER": trusted_caller,
                "BENCH_FOLDER": str(folder / key), "BENCH_PROFILE": profile or "", "SSL_CERT_FILE": emu.ca_bundle, "REQUESTS_CA_BUNDLE": emu.ca_bundle}
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve", key], stdin=subprocess.PIPE,
@@ -178,9 +216,10 @@ class ServerProcess:
         self.ready_s = time.perf_counter() - t0
         self.mcp_url, self.start_s = ready[1], float(ready[2])
 
-    def in_tool_times(self) -> list[float]:
-        """Seconds each tool call spent in `GraphApi.get` (OBO + Graph) since the last ask, measured in the server."""
-        return [float(t) for t in self.ask("times")]
+    def times(self) -> dict[str, Any]:
+        """Since the last ask, measured in the server: "in_tool", the seconds each tool call spent in `GraphApi.get`
+        (OBO + Graph); "requests", (server seconds, {auth part: seconds}) of each tools/call request (`call_split`)."""
+        return dict(self.ask("times"))
 
     def ask(self, command: str) -> Any:
         assert self.proc.stdin and self.proc.stdout
@@ -201,7 +240,7 @@ def serve_child(key: str) -> int:
     target = bench_target(os.environ["BENCH_AUTHORITY"], os.environ["BENCH_GRAPH_URL"], folder)
     reg = Registrations(mcp_server_client_id=os.environ["BENCH_CLIENT_ID"],
                         mcp_server_client_secret=os.environ["BENCH_CLIENT_SECRET"])
-    factory = IMPLEMENTATIONS[key][1]
+    _, factory, mode = IMPLEMENTATIONS[key]
     inside: list[float] = []  # seconds spent in GraphApi.get (OBO token + the Graph request) per call
     timed_get = GraphApi.get
 
@@ -213,21 +252,25 @@ def serve_child(key: str) -> int:
             inside.append(time.perf_counter() - t0)
 
     GraphApi.get = get  # type: ignore[method-assign]  # instrumentation of this benchmark process only
+    timer, http_app = call_split.CallTimer(), FastMCP.http_app
+    FastMCP.http_app = lambda self, *a, **kw: timer.wrap(http_app(self, *a, **kw))  # type: ignore[method-assign]
+    trusted = [os.environ["BENCH_TRUSTED_CALLER"]] if mode == "direct" else []
     t0 = time.perf_counter()
     server = start_workbook_server(target, name=f"bench-{key}", storage_dir=folder, registration=reg,
-                                   obo=factory(target, reg) if factory else None)
+                                   obo=factory(target, reg) if factory else None, mode=mode, trusted_callers=trusted)
+    timer.instrument_auth(server.mcp.auth)  # before any request: nothing was served yet
     profile = os.environ.get("BENCH_PROFILE")
     profiler = cProfile.Profile() if profile else None
     loop = server.handle.loop
     print(f"READY {server.mcp_url} {time.perf_counter() - t0:.3f}", flush=True)
-    for line in sys.stdin:  # "times": the in-tool times since the last ask; "profile on|off"
+    for line in sys.stdin:  # "times": the in-tool and request times since the last ask; "profile on|off"
         if line.startswith("profile") and profiler is not None and loop is not None:
             # cProfile follows one thread: switch it on and off on the server's loop thread.
             switch = profiler.enable if line.split()[1] == "on" else profiler.disable
             asyncio.run_coroutine_threadsafe(_call(switch), loop).result(5)
             print("[]", flush=True)
             continue
-        print(json.dumps(inside[:]), flush=True)
+        print(json.dumps({"in_tool": inside[:], "requests": timer.take()}), flush=True)
         inside.clear()
     server.stop()
     if profiler is not None:
@@ -244,15 +287,27 @@ def in_tool_p50(result: LoadResult) -> float:
     return LoadResult(result.concurrency, 1.0, result.in_tool).p50_ms
 
 
+async def user_tokens(key: str, server: ServerProcess, emu: EmulatorProcess, reg: Registrations,
+                      direct_client_id: str) -> list[str]:
+    """The bearer token each user's load client sends: the proxy's (FastMCP's OAuth client signs in through it) or,
+    in direct mode, Entra's for the server's scope (the pre-authorized public client `direct_client_id`, MSAL)."""
+    upns = [f"{name}@{TENANT_DOMAIN}" for name in USERS]
+    if IMPLEMENTATIONS[key][2] == "direct":
+        return await obo_credentials.entra_tokens(emu, direct_client_id, f"api://{reg.mcp_server_client_id}/mcp-access",
+                                                  upns, CLIENT_REDIRECT_URI)
+    return [await bearer_token(server.mcp_url, HeadlessOAuth(account=upn)) for upn in upns]
+
+
 async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations, folder: Path,
-                             args: argparse.Namespace) -> tuple[list[tuple[LoadResult, int, int]], ServerProcess]:
+                             args: argparse.Namespace, direct_client_id: str = "",
+                             ) -> tuple[list[tuple[LoadResult, int, int]], ServerProcess]:
     """Start this implementation's server, sign the users in, drive every concurrency level."""
     label = IMPLEMENTATIONS[key][0]
     emu.faults(clear=True)  # sign-in without the injected latency: it is not what is measured
-    server = ServerProcess(key, emu, reg, folder, profile=args.profile)
+    server = ServerProcess(key, emu, reg, folder, profile=args.profile, trusted_caller=direct_client_id)
     rows = []
     try:
-        tokens = [await bearer_token(server.mcp_url, HeadlessOAuth(account=f"{name}@{TENANT_DOMAIN}")) for name in USERS]
+        tokens = await user_tokens(key, server, emu, reg, direct_client_id)
         clients = [Client(server.mcp_url, auth=token) for token in tokens]
         for client in clients:
             await client.__aenter__()
@@ -261,13 +316,15 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
         arguments = {"group_id": group_id("finance")}
         processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
                      "emulator": psutil.Process(emu.proc.pid)}
-        server.in_tool_times()  # forget the warm-up
+        server.times()  # forget the warm-up
         if args.profile:
             server.ask("profile on")
         for level in args.concurrency:
             before, cpu = obo_exchanges(emu), {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             result = await drive(clients, TOOL, arguments, concurrency=level, duration=args.duration)
-            result.in_tool = server.in_tool_times()
+            times = server.times()
+            result.in_tool = times["in_tool"]
+            result.requests = [(float(s), parts) for s, parts in times["requests"]]
             new = exchanges_since(emu, before)
             rows.append((result, sum(new.values()), max(new.values(), default=0)))
             per_call = {name: 1000 * (sum(p.cpu_times()[:2]) - cpu[name]) / max(result.calls, 1) for name, p in processes.items()}
@@ -287,7 +344,8 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
     return rows, server
 
 
-def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace) -> bool:
+def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace,
+                graph_alone_ms: float | None = None) -> bool:
     print()
     print("| implementation | callers | calls/s | p50 ms | p95 ms | in-tool p50 ms | OBO exchanges | server CPU ms/call |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -298,8 +356,31 @@ def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: arg
                   f"{getattr(result, 'cpu_ms', {}).get('server', float('nan')):.1f} |")
     print("\nin-tool: time inside the tool for the OBO token + the Graph request, measured in the server;"
           "\nserver CPU: user + system CPU of the server process per completed call.")
-    if not all(k in results for k in "abc"):
-        return True
+    checks: dict[str, bool] = {}
+    if all(k in results for k in "abc"):
+        checks.update(implementation_checks(results, args))
+    for key in "cd":
+        if key in results:
+            checks.update(cache_checks(key, results[key], args))
+    if all(k in results for k in "cd"):
+        checks.update(mode_checks(results, args))
+    splits = {key: (f"({key}) {IMPLEMENTATIONS[key][0]}", call_split.split(*split_inputs(results[key][0][0])))
+              for key in "cd" if key in results}
+    if splits:
+        call_split.print_split(splits, graph_ms=args.graph_ms, graph_alone_ms=graph_alone_ms)
+    print()
+    for text, passed in checks.items():
+        print(f"{'MET ' if passed else 'MISS'}  {text}")
+    return all(checks.values())
+
+
+def split_inputs(result: LoadResult) -> tuple[list[float], list[tuple[float, dict[str, float]]], list[float]]:
+    return result.latencies, result.requests, result.in_tool
+
+
+def implementation_checks(results: dict[str, list[tuple[LoadResult, int, int]]],
+                          args: argparse.Namespace) -> dict[str, bool]:
+    """(c) against the blocking (a) and (b): the ratios per level, the throughput targets at the last level."""
     print()
     for i, level in enumerate(args.concurrency):
         a, b, c = (results[k][i][0] for k in "abc")
@@ -307,46 +388,113 @@ def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: arg
               f"(c)/(b) = {c.calls_per_s / b.calls_per_s:5.1f}x   p50 (a) {a.p50_ms:.0f} ms, (b) {b.p50_ms:.0f} ms, "
               f"(c) {c.p50_ms:.0f} ms")
     a, b, c = (results[k][-1][0] for k in "abc")
-    warm = results["c"][0][0]
-    checks = {
+    return {
         f"at {args.concurrency[-1]} callers (c) >= 10x (a) throughput": c.calls_per_s >= 10 * a.calls_per_s,
         f"at {args.concurrency[-1]} callers (c) >= 5x (b) throughput": c.calls_per_s >= 5 * b.calls_per_s,
-        f"warm (c), {warm.concurrency} caller: in-tool p50 (OBO + Graph) {in_tool_p50(warm):.1f} ms <= Graph latency + 5 ms":
-            in_tool_p50(warm) <= args.graph_ms + 5,
-        f"warm (c), {warm.concurrency} caller: end-to-end p50 {warm.p50_ms:.1f} ms <= Graph latency + 5 ms":
-            warm.p50_ms <= args.graph_ms + 5,
-        "(c) OBO exchanges per (user, scope) over the whole run = 1": max(m for _, _, m in results["c"]) == 1
-            and sum(t for _, t, _ in results["c"]) == len(USERS),
     }
+
+
+def cache_checks(key: str, rows: list[tuple[LoadResult, int, int]], args: argparse.Namespace) -> dict[str, bool]:
+    """An OboCache server's targets: a warm call near the Graph latency, one exchange per (user, scope)."""
+    warm = rows[0][0]
+    return {
+        f"warm ({key}), {warm.concurrency} caller: in-tool p50 (OBO + Graph) {in_tool_p50(warm):.1f} ms <= Graph latency + 5 ms":
+            in_tool_p50(warm) <= args.graph_ms + 5,
+        f"warm ({key}), {warm.concurrency} caller: end-to-end p50 {warm.p50_ms:.1f} ms <= Graph latency + 5 ms":
+            warm.p50_ms <= args.graph_ms + 5,
+        f"({key}) OBO exchanges per (user, scope) over the whole run = 1": max(m for _, _, m in rows) == 1
+            and sum(t for _, t, _ in rows) == min(max(args.concurrency), len(USERS)),  # the users that called
+    }
+
+
+def mode_checks(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace) -> dict[str, bool]:
+    """(d) the direct-mode server against (c) behind the OAuth proxy: per level, and the warm p50 target."""
     print()
-    for text, passed in checks.items():
-        print(f"{'MET ' if passed else 'MISS'}  {text}")
-    return all(checks.values())
+    for i, level in enumerate(args.concurrency):
+        c, d = (results[k][i][0] for k in "cd")
+        print(f"{level:3d} callers: direct (d) vs proxy (c): throughput (d)/(c) = {d.calls_per_s / c.calls_per_s:5.2f}x   "
+              f"p50 (c) {c.p50_ms:.1f} ms, (d) {d.p50_ms:.1f} ms, (d)/(c) = {d.p50_ms / c.p50_ms:.2f}   "
+              f"p95 (c) {c.p95_ms:.1f} ms, (d) {d.p95_ms:.1f} ms")
+    c, d = (results[k][0][0] for k in "cd")
+    return {f"warm, {c.concurrency} caller: direct (d) end-to-end p50 {d.p50_ms:.1f} ms < proxy (c) p50 "
+            f"{c.p50_ms:.1f} ms (ratio (d)/(c) {d.p50_ms / c.p50_ms:.2f})": d.p50_ms < c.p50_ms}
+
+
+async def graph_round_trip(emu: EmulatorProcess, reg: Registrations, args: argparse.Namespace, calls: int = 20) -> float:
+    """p50 (ms) of the tool's Graph request alone, from this process with a warm connection and the injected latency:
+    a user's Graph token by one OBO exchange, then `calls` requests one at a time."""
+    emu.faults(clear=True)
+    assertion = (await obo_credentials.user_assertions(emu, reg.mcp_server_client_id, reg.mcp_server_client_secret,
+                                                       [f"{USERS[0]}@{TENANT_DOMAIN}"], REDIRECT_URI))[0]
+    async with httpx.AsyncClient(verify=emu.tls, timeout=30) as http:
+        token = (await raw_obo_exchange(emu, reg.mcp_server_client_id, reg.mcp_server_client_secret, assertion,
+                                        GROUP_SCOPES, http=http))["access_token"]
+        group = group_id("finance")
+        request = {"url": f"{emu.graph_url}/me/transitiveMemberOf/microsoft.graph.group",
+                   "params": {"$filter": f"id eq '{group}'", "$count": "true", "$select": "id,displayName"},
+                   "headers": {"ConsistencyLevel": "eventual", "Authorization": f"Bearer {token}"}}
+        (await http.get(**request)).raise_for_status()  # the connection, before the latency
+        emu.latency(args.identity_ms, args.graph_ms)
+        try:
+            result = await load(lambda _: http.get(**request), concurrency=1, calls=calls)
+        finally:
+            emu.faults(clear=True)
+    return result.p50_ms
+
+
+@dataclass
+class Run:
+    """What one benchmark run measured (`measure`), before it is printed."""
+
+    results: dict[str, list[tuple[LoadResult, int, int]]]  # per implementation: (result, exchanges, max per key) per level
+    servers: dict[str, ServerProcess]
+    walls: dict[str, float]  # seconds per implementation (server start, sign-in, every level), "Graph round trip alone"
+    emulator_ready_s: float
+    graph_alone_ms: float | None = None
+    section: obo_credentials.CredentialSection | None = None
+
+
+async def measure(args: argparse.Namespace) -> Run:
+    """Start the emulator, run the implementations `args` asks for (and the credentials section), stop it."""
+    implementations = "" if args.credentials_only else args.implementations
+    with tempfile.TemporaryDirectory(prefix="obokit-bench-") as tmp:
+        folder = Path(tmp)
+        emu = EmulatorProcess(Path(args.state_dir) if args.state_dir else folder / "emulator")
+        os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = emu.ca_bundle
+        run = Run({}, {}, {}, emu.ready_s)
+        try:
+            reg = await asyncio.to_thread(provision, emu)
+            client_id = await asyncio.to_thread(direct_client, emu, reg) if "d" in implementations else ""
+            for key in implementations:
+                t0 = time.perf_counter()
+                run.results[key], run.servers[key] = await run_implementation(key, emu, reg, folder, args, client_id)
+                run.walls[key] = time.perf_counter() - t0
+            if "c" in run.results or "d" in run.results:
+                t0 = time.perf_counter()
+                run.graph_alone_ms = await graph_round_trip(emu, reg, args)
+                run.walls["Graph round trip alone"] = time.perf_counter() - t0
+            if not args.no_credentials:
+                print("\ncold OBO exchange per credential:", flush=True)
+                run.section = await credentials_section(emu, reg, args)
+        finally:
+            emu.stop()
+    return run
 
 
 async def main_async(args: argparse.Namespace) -> int:
     print(f"machine: {machine()}")
     print(f"latency: identity {args.identity_ms:g} ms, Graph {args.graph_ms:g} ms; {args.duration:g} s per level; "
           f"callers {args.concurrency} over {len(USERS)} users; tool {TOOL} (OBO + 1 Graph call)")
-    with tempfile.TemporaryDirectory(prefix="obokit-bench-") as tmp:
-        folder = Path(tmp)
-        emu = EmulatorProcess(Path(args.state_dir) if args.state_dir else folder / "emulator")
-        os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = emu.ca_bundle
-        try:
-            reg = await asyncio.to_thread(provision, emu)
-            results, servers, section = {}, {}, None
-            for key in (() if args.credentials_only else args.implementations):
-                results[key], servers[key] = await run_implementation(key, emu, reg, folder, args)
-            if not args.no_credentials:
-                print("\ncold OBO exchange per credential:", flush=True)
-                section = await credentials_section(emu, reg, args)
-        finally:
-            emu.stop()
-    print(f"\nprocess start until ready (imports included): emulator {emu.ready_s:.2f} s; "
-          + ", ".join(f"server ({k}) {s.ready_s:.2f} s (start_workbook_server {s.start_s:.2f} s)" for k, s in servers.items()))
-    ok = print_table(results, args) if results else True
-    if section is not None:
-        ok = obo_credentials.print_section(section) and ok
+    run = await measure(args)
+    print(f"\nprocess start until ready (imports included): emulator {run.emulator_ready_s:.2f} s; "
+          + ", ".join(f"server ({k}) {s.ready_s:.2f} s (start_workbook_server {s.start_s:.2f} s)"
+                      for k, s in run.servers.items()))
+    if run.walls:
+        print("wall time (server start, sign-in, every level): "
+              + ", ".join(f"({k}) {w:.1f} s" if len(k) == 1 else f"{k} {w:.1f} s" for k, w in run.walls.items()))
+    ok = print_table(run.results, args, run.graph_alone_ms) if run.results else True
+    if run.section is not None:
+        ok = obo_credentials.print_section(run.section) and ok
     return 0 if ok or not args.strict else 1
 
 
@@ -366,14 +514,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3, help="seconds per implementation and level (default 3)")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 10, 50],
                         help="comma-separated caller counts (default 1,10,50)")
-    parser.add_argument("--implementations", default="abc", help="which of a, b, c to run (default abc)")
+    parser.add_argument("--implementations", default="abcd", help="which of a, b, c, d to run (default abcd)")
+    parser.add_argument("--modes-only", action="store_true",
+                        help="only the auth modes: (c) behind the OAuth proxy and (d) direct, with the per-call split "
+                             "(= --implementations cd --no-credentials)")
     parser.add_argument("--state-dir", default=None, help="emulator state folder to reuse (default: a fresh one)")
     parser.add_argument("--profile", metavar="PATH", default=None,
-                        help="cProfile the server's event-loop thread during the measured calls; stats in PATH.<a|b|c>")
+                        help="cProfile the server's event-loop thread during the measured calls; stats in PATH.<a|b|c|d>")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     obo_credentials.add_arguments(parser)
     parser.add_argument("--serve", metavar="KEY", help=argparse.SUPPRESS)  # internal: the server child
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.modes_only:
+        args.implementations, args.no_credentials = "cd", True
+    return args
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     in_tool: list[float] = field(default_factory=list)  # optional server-side timings (seconds)
+    # optional: each request's time in the server and its parts, (seconds, {part: seconds}) (benchmarks/call_split.py)
+    requests: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
     @property
     def calls(self) -> int:

@@ -1,0 +1,79 @@
+"""The benchmark's auth-mode comparison (benchmarks/obo_tools.py --modes-only) at a tiny size.
+
+As `make bench` runs it: `obokit emulator serve` and each workbook server in their own processes, the callers in
+this one; (c) behind FastMCP's OAuth proxy (users signed in through it), (d) in direct mode (users signed in at
+Entra with a pre-authorized public client, Entra's token as the bearer). Asserted: both modes answered at every
+level without errors, one OBO exchange per user, the per-call split has its parts for both (the proxy's auth layer
+with its store lookup and upstream verification, direct mode's with Entra's token only), and the printed rows,
+split table and direct-vs-proxy target line. No timing is asserted: the printed numbers are for reading.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import call_split  # noqa: E402 - from benchmarks/
+import obo_tools  # noqa: E402 - from benchmarks/
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+LEVELS = [1, 3]  # the last level reaches all three users: one exchange each
+
+
+async def test_the_mode_comparison_runs_both_servers_and_splits_their_calls(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):  # the benchmark sets them in this process; restored after
+        monkeypatch.delenv(name, raising=False)
+    args = obo_tools.parse_args(["--modes-only", "--duration", "0.3", "--concurrency", ",".join(map(str, LEVELS))])
+    assert (args.implementations, args.no_credentials) == ("cd", True)
+
+    run = await obo_tools.measure(args)
+
+    assert list(run.results) == ["c", "d"] and run.section is None
+    assert run.graph_alone_ms is not None and run.graph_alone_ms > 0
+    for key, rows in run.results.items():
+        assert [result.concurrency for result, _, _ in rows] == LEVELS, key
+        for result, _, _ in rows:
+            assert result.calls > 0 and result.errors == 0, key  # the mode answered at every level
+            assert len(result.in_tool) == result.calls, key  # one tool run per call, timed in the server
+            assert len(result.requests) == result.calls, key  # one tools/call request per call
+        assert sum(total for _, total, _ in rows) == len(obo_tools.USERS), key  # one exchange per user (OboCache)
+
+    splits = {key: call_split.split(*obo_tools.split_inputs(rows[0][0])) for key, rows in run.results.items()}
+    for key, split in splits.items():
+        assert split.aligned and split.calls == run.results[key][0][0].calls, key
+        for part in (split.end_to_end, split.server, split.client, split.auth, split.mcp_stack, split.tool):
+            assert math.isfinite(part), key
+        assert 0 < split.auth and split.tool > 0 and split.server < split.end_to_end, key
+    assert set(splits["c"].auth_parts) == {call_split.PROXY_JWT, call_split.STORE, call_split.UPSTREAM}
+    assert set(splits["d"].auth_parts) == {call_split.ENTRA}
+
+    capsys.readouterr()
+    obo_tools.print_table(run.results, args, run.graph_alone_ms)
+    printed = capsys.readouterr().out
+    for key in "cd":
+        label = f"({key}) {obo_tools.IMPLEMENTATIONS[key][0]}"
+        assert sum(line.startswith(f"| {label} | {level} |") for line in printed.splitlines() for level in LEVELS) == 2
+        assert sum(line.startswith(f"| {label} | ") for line in printed.splitlines()) == 3  # 2 levels + the split
+    assert "per-call time split" in printed and "method: timestamps" in printed
+    assert sum("direct (d) vs proxy (c)" in line for line in printed.splitlines()) == len(LEVELS)
+    target = [line for line in printed.splitlines() if "direct (d) end-to-end p50" in line]
+    assert len(target) == 1 and target[0].startswith(("MET ", "MISS")) and "ratio (d)/(c)" in target[0]
+
+
+def test_the_split_subtracts_per_call_and_falls_back_to_medians() -> None:
+    """client = end-to-end - server, MCP stack = server - auth - tool, per call when the counts agree."""
+    requests = [(0.010, {call_split.AUTH: 0.001, call_split.ENTRA: 0.001}), (0.020, {call_split.AUTH: 0.002})]
+    split = call_split.split([0.013, 0.024], requests, [0.006, 0.010])
+    assert split.aligned and split.calls == 2
+    assert math.isclose(split.client, 3.5) and math.isclose(split.mcp_stack, 5.5)  # medians of (3, 4) and (3, 8)
+    assert math.isclose(split.auth, 1.5) and math.isclose(split.tool, 8.0) and math.isclose(split.end_to_end, 18.5)
+    assert math.isclose(split.auth_parts[call_split.ENTRA], 0.5)  # a request without the part counts 0
+    unaligned = call_split.split([0.013, 0.024, 0.030], requests, [0.006, 0.010])
+    assert not unaligned.aligned and math.isclose(unaligned.client, 24 - 15)
