@@ -236,6 +236,9 @@ def _browser_sign_in(authorize_url: str, redirect_uri: str, timeout: float = 300
 
     with HTTPServer((parts.hostname or "localhost", parts.port or 80), Handler) as server:
         server.timeout = timeout
+        # On a remote kernel (Codespaces, a remote Jupyter) no browser opens where the learner is: the link is
+        # printed, and the answer reaches this listener through a forwarded port (README "Remote kernels").
+        print(f"If no browser opened, open this link yourself (answer expected at {redirect_uri}):\n{authorize_url}")
         webbrowser.open(authorize_url)
         server.handle_request()
     if "url" not in captured:
