@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from notebook_estimate import NOTEBOOKS, estimate, estimate_all, report
 
@@ -30,3 +32,10 @@ def test_the_workbook_estimate_covers_every_notebook(capsys: pytest.CaptureFixtu
     with capsys.disabled():
         print("\n" + report(estimates))
 
+
+
+def test_no_cell_uses_nbval_comments() -> None:
+    """nbval's markers are cell tags (nbval-ignore-output, raises-exception), never comments a learner reads."""
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        for cell in json.loads(path.read_text())["cells"]:
+            assert "NBVAL" not in "".join(cell["source"]), f"{path.name}: an NBVAL comment"

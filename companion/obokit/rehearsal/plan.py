@@ -51,7 +51,8 @@ PLAN: dict[str, NotebookPlan] = {
     # 5.3 the analyst (FastMCP's EntraOBOToken server); 5.6 the engineer (the workbook server, where the analyst
     # kept 04's tokens); 5.7 the analyst, then the engineer, on the blocking server (on the workbook server
     # both are still signed in: on a tenant the tokens are kept per server URL and account).
-    "05-obo-and-graph": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer")),
+    # section 7, the traced server: the analyst (success), then the engineer (the 65001 call).
+    "05-obo-and-graph": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer", "analyst", "engineer")),
     # The two people (analyst, engineer), then the admin (tier 1); tier 2's engineer is still signed in.
     "06-two-tiers": NotebookPlan(sign_ins=("analyst", "engineer", "admin")),
     "07-scale-out": NotebookPlan(every="analyst"),

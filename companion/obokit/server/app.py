@@ -28,6 +28,7 @@ from fastmcp.server.auth.providers.azure import AzureProvider
 from .. import settings
 from ..kernel import BackgroundServer, bind_loopback, serve_in_background, stop_previous
 from ..tenant.target import Target
+from ..trace import Trace
 from .audit import AuditLog
 from .credentials import ClientSecret, ServerCredential
 from .direct import direct_auth
@@ -80,6 +81,7 @@ def build_server(
     credential: ServerCredential | None = None,
     mode: str = "proxy",
     trusted_callers: Collection[str] = (),
+    trace: Trace | None = None,
 ) -> FastMCP:
     """The workbook's FastMCP server (not yet serving): Entra sign-in, tier-1 roles, OBO tools, audit.
 
@@ -90,6 +92,8 @@ def build_server(
     default: the registration's client secret).
     `mode`: "proxy" (FastMCP's OAuth proxy, `obokit.server.proxy`) or "direct" (Entra as the clients' authorization
     server, `obokit.server.direct`; `trusted_callers`: the app ids of the pre-authorized clients).
+    `trace`: an `obokit.trace.Trace` that records (redacted) the OBO exchanges of the default `OboCache` and the
+    Graph calls; None (the default) records nothing.
     """
     credential = credential if credential is not None else ClientSecret(registration.mcp_server_client_secret)
     if mode == "direct" and not trusted_callers:
@@ -103,9 +107,10 @@ def build_server(
     audit_log = audit_log if audit_log is not None else AuditLog(Path(storage_dir) / "audit.jsonl")
     cache: OboCache | None = None
     if obo is None:
-        cache = OboCache.for_app(target, registration.mcp_server_client_id, credential)
+        cache = OboCache.for_app(target, registration.mcp_server_client_id, credential,
+                                 event_hooks=trace.event_hooks("entra") if trace is not None else None)
         obo = cached_on_behalf_of(cache)
-    graph = GraphApi(target.graph_url, obo=obo)
+    graph = GraphApi(target.graph_url, obo=obo, event_hooks=trace.event_hooks("graph") if trace is not None else None)
 
     @asynccontextmanager
     async def lifespan(server: FastMCP) -> AsyncIterator[dict[str, Any]]:
@@ -140,6 +145,7 @@ class RunningServer:
     expenses: ExpenseBook
     storage_dir: Path
     mcp: FastMCP = field(repr=False)
+    trace: Trace | None = field(default=None, repr=False)  # what `start_workbook_server(trace=...)` records into
 
     @property
     def mcp_url(self) -> str:
@@ -180,13 +186,14 @@ def start_workbook_server(
     credential: ServerCredential | None = None,
     mode: str = "proxy",
     trusted_callers: Collection[str] = (),
+    trace: Trace | None = None,
 ) -> RunningServer:
     """Build the workbook server and serve it in the background; re-using `name` replaces it.
 
     The registration comes from `obokit.tenant.provisioning.registrations(target)` (01-app-registration).
     `port=None` comes back on the port the server `name` had last time, if free (`server_socket`);
     `port=0` picks a free port; pass the old `.port` to restart on the same URL. `obo`, `credential`, `mode`,
-    `trusted_callers`: see `build_server`.
+    `trusted_callers`, `trace`: see `build_server`.
     """
     if registration is None:
         from ..tenant.provisioning import registrations
@@ -203,13 +210,14 @@ def start_workbook_server(
     expenses = expenses if expenses is not None else ExpenseBook()
     try:
         mcp = build_server(target, registration, base_url=base_url, storage_dir=storage_dir,
-                           audit_log=audit_log, expenses=expenses, obo=obo, credential=credential, mode=mode, trusted_callers=trusted_callers)
+                           audit_log=audit_log, expenses=expenses, obo=obo, credential=credential, mode=mode, trusted_callers=trusted_callers,
+                           trace=trace)
     except BaseException:
         sock.close()
         raise
     handle = serve(mcp, sock, name=name)
     return RunningServer(name=name, url=base_url, handle=handle, audit_log=audit_log, expenses=expenses,
-                         storage_dir=storage_dir, mcp=mcp)
+                         storage_dir=storage_dir, mcp=mcp, trace=trace)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,10 @@ class OboCache:
         skew: float = 300.0,
         max_entries: int = 4096,
         clock: Callable[[], float] = time.monotonic,
+        event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None,
     ) -> None:
         self.exchange = exchange
+        self.event_hooks = event_hooks  # httpx event hooks of `for_app`'s pool (e.g. `obokit.trace.Trace`); None: none
         self.skew = skew
         self.max_entries = max_entries
         self.clock = clock
@@ -153,7 +155,7 @@ class OboCache:
 
     def _pool(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=30)
+            self._http = httpx.AsyncClient(timeout=30, event_hooks=dict(self.event_hooks or {}))
         return self._http
 
     def clear(self) -> None:

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 import httpx
@@ -104,9 +104,11 @@ def cached_on_behalf_of(cache: OboCache) -> OboTokenSource:
 class GraphApi:
     """Microsoft Graph calls made for the current caller, with one shared HTTP connection pool."""
 
-    def __init__(self, base_url: str, *, obo: OboTokenSource = on_behalf_of) -> None:
+    def __init__(self, base_url: str, *, obo: OboTokenSource = on_behalf_of,
+                 event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.obo = obo
+        self.event_hooks = event_hooks  # httpx event hooks of the Graph client (e.g. `obokit.trace.Trace`); None: none
         self._http: httpx.AsyncClient | None = None
 
     async def get(self, ctx: Context, path: str, *, scopes: Sequence[str], params: dict[str, str] | None = None,
@@ -119,7 +121,8 @@ class GraphApi:
             # scans all of its connections, quadratically, on each request, so 50 idle connections from a
             # burst cost ~2 ms of CPU per call; ~10 requests in flight already carry hundreds of calls/s.
             self._http = httpx.AsyncClient(timeout=15, limits=httpx.Limits(max_connections=GRAPH_CONNECTIONS,
-                                                                           max_keepalive_connections=GRAPH_CONNECTIONS))
+                                                                           max_keepalive_connections=GRAPH_CONNECTIONS),
+                                           event_hooks=dict(self.event_hooks or {}))
         response = await self._http.get(
             f"{self.base_url}{path}", params=params, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
         )
