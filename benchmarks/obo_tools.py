@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/obo_tools.py            # or: make bench
     .venv/bin/python benchmarks/obo_tools.py --identity-ms 30 --graph-ms 30 --duration 3 --concurrency 1,10,50
     .venv/bin/python benchmarks/obo_tools.py --credentials-only     # only: cold OBO exchange per credential
-    .venv/bin/python benchmarks/obo_tools.py --modes-only           # only: (c) proxy vs (d) direct, and the split
+    .venv/bin/python benchmarks/obo_tools.py --modes-only           # only: (c) proxy vs (d) direct, paired, the split
 
 Starts the embedded emulator with injected latency (identity provider and Graph), one workbook
 MCP server (FastMCP + AzureProvider, the real tools) per implementation, signs the demo users in
@@ -18,7 +18,10 @@ with FastMCP's OAuth client, and drives `check_group_membership` (OBO for GroupM
       Entra's access token as a bearer
 
 Prints calls/s, p50/p95 latency and the OBO exchanges the emulator answered, then the ratios
-(c)/(a), (c)/(b) and (d)/(c) and the targets, and where a warm call of (c) and (d) spends its time
+(c)/(a), (c)/(b) and (d)/(c) and the targets. The rows are measured one after the other; (d) against (c) is also
+measured paired and interleaved (`paired.py`, `--pairs`): both servers running at once, one caller alternating warm
+calls of the same tool for the same user, (c),(d) then (d),(c), and the direct-vs-proxy target is on the median of
+the paired differences and its bootstrap interval. Then where a warm call of (c) and (d) spends its time
 (client, auth layer, MCP stack, tool: `call_split.py`, timestamps taken in the server child). As in
 production, each part is its own process: the emulator (`obokit emulator serve`), the MCP server under
 test (this script with `--serve`), and the callers (this process). In one process the three would share one GIL and measure mostly each other.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -42,7 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,7 @@ from obokit.server.tools import GROUP_SCOPES, GraphApi
 
 import call_split  # same folder (the script's directory is on sys.path)
 import obo_credentials
+import paired as paired_calls
 
 USERS = ("adele", "bruno", "chen")
 REDIRECT_URI = "http://localhost:8000/auth/callback"  # the server app's (the OAuth proxy's callback)
@@ -288,14 +293,36 @@ def in_tool_p50(result: LoadResult) -> float:
 
 
 async def user_tokens(key: str, server: ServerProcess, emu: EmulatorProcess, reg: Registrations,
-                      direct_client_id: str) -> list[str]:
+                      direct_client_id: str, users: Sequence[str] = USERS) -> list[str]:
     """The bearer token each user's load client sends: the proxy's (FastMCP's OAuth client signs in through it) or,
     in direct mode, Entra's for the server's scope (the pre-authorized public client `direct_client_id`, MSAL)."""
-    upns = [f"{name}@{TENANT_DOMAIN}" for name in USERS]
+    upns = [f"{name}@{TENANT_DOMAIN}" for name in users]
     if IMPLEMENTATIONS[key][2] == "direct":
         return await obo_credentials.entra_tokens(emu, direct_client_id, f"api://{reg.mcp_server_client_id}/mcp-access",
                                                   upns, CLIENT_REDIRECT_URI)
     return [await bearer_token(server.mcp_url, HeadlessOAuth(account=upn)) for upn in upns]
+
+
+@contextlib.asynccontextmanager
+async def signed_in(key: str, emu: EmulatorProcess, reg: Registrations, folder: Path, *, direct_client_id: str = "",
+                    users: Sequence[str] = USERS, profile: str | None = None, server: ServerProcess | None = None,
+                    ) -> AsyncIterator[tuple[ServerProcess, list[Client]]]:
+    """This implementation's server, started (or `server`, already started), with one open MCP client per user in
+    `users` (signed in, the MCP path warmed with `whoami`, no OBO); on exit the clients close, the server stops and the
+    injected latency is cleared."""
+    emu.faults(clear=True)  # sign-in without the injected latency: it is not what is measured
+    if server is None:
+        server = ServerProcess(key, emu, reg, folder, profile=profile, trusted_caller=direct_client_id)
+    try:
+        tokens = await user_tokens(key, server, emu, reg, direct_client_id, users)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client(server.mcp_url, auth=token)) for token in tokens]
+            for client in clients:
+                await client.call_tool("whoami")  # warm the MCP path (no OBO)
+            yield server, clients
+    finally:
+        emu.faults(clear=True)
+        server.stop()
 
 
 async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations, folder: Path,
@@ -303,15 +330,9 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
                              ) -> tuple[list[tuple[LoadResult, int, int]], ServerProcess]:
     """Start this implementation's server, sign the users in, drive every concurrency level."""
     label = IMPLEMENTATIONS[key][0]
-    emu.faults(clear=True)  # sign-in without the injected latency: it is not what is measured
-    server = ServerProcess(key, emu, reg, folder, profile=args.profile, trusted_caller=direct_client_id)
     rows = []
-    try:
-        tokens = await user_tokens(key, server, emu, reg, direct_client_id)
-        clients = [Client(server.mcp_url, auth=token) for token in tokens]
-        for client in clients:
-            await client.__aenter__()
-            await client.call_tool("whoami")  # warm the MCP path (no OBO)
+    async with signed_in(key, emu, reg, folder, direct_client_id=direct_client_id, profile=args.profile
+                         ) as (server, clients):
         emu.latency(args.identity_ms, args.graph_ms)
         arguments = {"group_id": group_id("finance")}
         processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
@@ -336,16 +357,54 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
                   + (f"  errors {result.errors}" if result.errors else ""), flush=True)
         if args.profile:
             server.ask("profile off")
-        for client in clients:
-            await client.__aexit__(None, None, None)
-    finally:
-        emu.faults(clear=True)
-        server.stop()
     return rows, server
 
 
+@dataclass
+class PairedRun:
+    """The paired section's result: the alternated calls and, per server, its auth-layer and tool time per recorded
+    call (ms, timed in the server, in call order)."""
+
+    paired: paired_calls.Paired
+    auth_ms: dict[str, list[float]]
+    tool_ms: dict[str, list[float]]
+    user: str
+
+
+async def run_paired(emu: EmulatorProcess, reg: Registrations, folder: Path, args: argparse.Namespace,
+                     direct_client_id: str) -> PairedRun:
+    """(c) and (d) at the same time, one session each for the first user: `args.pair_warmup` warm-up pairs (the
+    OBO exchange of each server's first call among them), then `args.pairs` pairs of warm calls, order alternating."""
+    user = USERS[0]
+    arguments = {"group_id": group_id("finance")}
+    folder = folder / "paired"
+    started = await asyncio.gather(*(asyncio.to_thread(ServerProcess, key, emu, reg, folder, trusted_caller=direct_client_id)
+                                     for key in "cd"))  # both at once: a server's start is mostly its imports
+    async with contextlib.AsyncExitStack() as stack:
+        for server in started:
+            stack.callback(server.stop)  # also when the other's sign-in fails (a second stop does nothing)
+        servers, clients = {}, {}
+        for key, server in zip("cd", started):
+            servers[key], (clients[key],) = await stack.enter_async_context(
+                signed_in(key, emu, reg, folder, direct_client_id=direct_client_id, users=[user], server=server))
+        emu.latency(args.identity_ms, args.graph_ms)
+        calls = {key: lambda client=client: client.call_tool(TOOL, arguments) for key, client in clients.items()}
+        await paired_calls.alternate(calls, pairs=args.pair_warmup)
+        for server in servers.values():
+            server.times()  # forget the warm-up
+        result = await paired_calls.alternate(calls, pairs=args.pairs)
+        result.warmup = args.pair_warmup
+        times = {key: server.times() for key, server in servers.items()}
+    auth_ms = {key: [1000 * parts.get(call_split.AUTH, 0.0) for _, parts in t["requests"]] for key, t in times.items()}
+    tool_ms = {key: [1000 * s for s in t["in_tool"]] for key, t in times.items()}
+    print(f"  paired (c),(d): {result.pairs} pairs in {result.seconds:.1f} s, p50 (c) {result.results['c'].p50_ms:.1f} ms, "
+          f"(d) {result.results['d'].p50_ms:.1f} ms, median (d) - (c) {result.median:+.2f} ms"
+          + (f"  errors {result.errors}" if result.errors else ""), flush=True)
+    return PairedRun(result, auth_ms, tool_ms, user)
+
+
 def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace,
-                graph_alone_ms: float | None = None) -> bool:
+                graph_alone_ms: float | None = None, paired: PairedRun | None = None) -> bool:
     print()
     print("| implementation | callers | calls/s | p50 ms | p95 ms | in-tool p50 ms | OBO exchanges | server CPU ms/call |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -363,7 +422,7 @@ def print_table(results: dict[str, list[tuple[LoadResult, int, int]]], args: arg
         if key in results:
             checks.update(cache_checks(key, results[key], args))
     if all(k in results for k in "cd"):
-        checks.update(mode_checks(results, args))
+        checks.update(mode_checks(results, args, paired))
     splits = {key: (f"({key}) {IMPLEMENTATIONS[key][0]}", call_split.split(*split_inputs(results[key][0][0])))
               for key in "cd" if key in results}
     if splits:
@@ -407,17 +466,28 @@ def cache_checks(key: str, rows: list[tuple[LoadResult, int, int]], args: argpar
     }
 
 
-def mode_checks(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace) -> dict[str, bool]:
-    """(d) the direct-mode server against (c) behind the OAuth proxy: per level, and the warm p50 target."""
-    print()
+def mode_checks(results: dict[str, list[tuple[LoadResult, int, int]]], args: argparse.Namespace,
+                paired: PairedRun | None = None) -> dict[str, bool]:
+    """(d) the direct-mode server against (c) behind the OAuth proxy: per level (measured one after the other, for
+    reading), then the paired section and the warm target on it: the median paired difference (d) - (c) and its whole
+    95% interval below 0."""
+    print("\nsequential rows (measured one after the other: machine drift between them is in these ratios):")
     for i, level in enumerate(args.concurrency):
         c, d = (results[k][i][0] for k in "cd")
         print(f"{level:3d} callers: direct (d) vs proxy (c): throughput (d)/(c) = {d.calls_per_s / c.calls_per_s:5.2f}x   "
               f"p50 (c) {c.p50_ms:.1f} ms, (d) {d.p50_ms:.1f} ms, (d)/(c) = {d.p50_ms / c.p50_ms:.2f}   "
               f"p95 (c) {c.p95_ms:.1f} ms, (d) {d.p95_ms:.1f} ms")
-    c, d = (results[k][0][0] for k in "cd")
-    return {f"warm, {c.concurrency} caller: direct (d) end-to-end p50 {d.p50_ms:.1f} ms < proxy (c) p50 "
-            f"{c.p50_ms:.1f} ms (ratio (d)/(c) {d.p50_ms / c.p50_ms:.2f})": d.p50_ms < c.p50_ms}
+    if paired is None:
+        print("(no paired section, --pairs 0: no direct-vs-proxy target)")
+        return {}
+    p = paired.paired
+    paired_calls.print_paired(p, {k: f"({k}) {IMPLEMENTATIONS[k][0]}" for k in "cd"}, user=paired.user,
+                              auth_ms=paired.auth_ms, tool_ms=paired.tool_ms)
+    lo, hi = p.interval()
+    c, d = (p.results[k] for k in "cd")
+    return {f"warm, paired ({p.pairs} pairs): direct (d) - proxy (c) median {p.median:+.2f} ms, 95% interval "
+            f"[{lo:+.2f}, {hi:+.2f}] ms, below 0 (p50 (c) {c.p50_ms:.1f} ms, (d) {d.p50_ms:.1f} ms; "
+            f"(d) faster in {p.b_faster}/{p.pairs} pairs)": p.pairs > 0 and hi < 0}
 
 
 async def graph_round_trip(emu: EmulatorProcess, reg: Registrations, args: argparse.Namespace, calls: int = 20) -> float:
@@ -452,6 +522,7 @@ class Run:
     emulator_ready_s: float
     graph_alone_ms: float | None = None
     section: obo_credentials.CredentialSection | None = None
+    paired: PairedRun | None = None
 
 
 async def measure(args: argparse.Namespace) -> Run:
@@ -469,6 +540,10 @@ async def measure(args: argparse.Namespace) -> Run:
                 t0 = time.perf_counter()
                 run.results[key], run.servers[key] = await run_implementation(key, emu, reg, folder, args, client_id)
                 run.walls[key] = time.perf_counter() - t0
+            if "c" in run.results and "d" in run.results and args.pairs > 0:
+                t0 = time.perf_counter()
+                run.paired = await run_paired(emu, reg, folder, args, client_id)
+                run.walls["paired (c)/(d)"] = time.perf_counter() - t0
             if "c" in run.results or "d" in run.results:
                 t0 = time.perf_counter()
                 run.graph_alone_ms = await graph_round_trip(emu, reg, args)
@@ -492,7 +567,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if run.walls:
         print("wall time (server start, sign-in, every level): "
               + ", ".join(f"({k}) {w:.1f} s" if len(k) == 1 else f"{k} {w:.1f} s" for k, w in run.walls.items()))
-    ok = print_table(run.results, args, run.graph_alone_ms) if run.results else True
+    ok = print_table(run.results, args, run.graph_alone_ms, run.paired) if run.results else True
     if run.section is not None:
         ok = obo_credentials.print_section(run.section) and ok
     return 0 if ok or not args.strict else 1
@@ -518,6 +593,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes-only", action="store_true",
                         help="only the auth modes: (c) behind the OAuth proxy and (d) direct, with the per-call split "
                              "(= --implementations cd --no-credentials)")
+    parser.add_argument("--pairs", type=int, default=160,
+                        help="paired section: warm (c),(d) call pairs with both servers running, order alternating "
+                             "(default 160; 0 skips it and the direct-vs-proxy target)")
+    parser.add_argument("--pair-warmup", type=int, default=10, help="paired section: warm-up pairs (default 10)")
     parser.add_argument("--state-dir", default=None, help="emulator state folder to reuse (default: a fresh one)")
     parser.add_argument("--profile", metavar="PATH", default=None,
                         help="cProfile the server's event-loop thread during the measured calls; stats in PATH.<a|b|c|d>")

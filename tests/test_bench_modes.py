@@ -5,13 +5,17 @@ this one; (c) behind FastMCP's OAuth proxy (users signed in through it), (d) in 
 Entra with a pre-authorized public client, Entra's token as the bearer). Asserted: both modes answered at every
 level without errors, one OBO exchange per user, the per-call split has its parts for both (the proxy's auth layer
 with its store lookup and upstream verification, direct mode's with Entra's token only), and the printed rows,
-split table and direct-vs-proxy target line. No timing is asserted: the printed numbers are for reading.
+split table. Then the paired section: both servers at once, one session each, warm calls alternating (c),(d) then
+(d),(c): every call answered, the pairs recorded in that order with each server's own auth and tool times, the
+bootstrap interval ordered, and the direct-vs-proxy target line on the paired result. No timing is asserted: the
+printed numbers are for reading.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,17 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import call_split  # noqa: E402 - from benchmarks/
 import obo_tools  # noqa: E402 - from benchmarks/
+import paired  # noqa: E402 - from benchmarks/
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 LEVELS = [1, 3]  # the last level reaches all three users: one exchange each
+PAIRS = 4
 
 
 async def test_the_mode_comparison_runs_both_servers_and_splits_their_calls(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):  # the benchmark sets them in this process; restored after
         monkeypatch.delenv(name, raising=False)
-    args = obo_tools.parse_args(["--modes-only", "--duration", "0.3", "--concurrency", ",".join(map(str, LEVELS))])
+    args = obo_tools.parse_args(["--modes-only", "--duration", "0.3", "--concurrency", ",".join(map(str, LEVELS)),
+                                 "--pairs", str(PAIRS), "--pair-warmup", "1"])
     assert (args.implementations, args.no_credentials) == ("cd", True)
 
     run = await obo_tools.measure(args)
@@ -54,17 +61,60 @@ async def test_the_mode_comparison_runs_both_servers_and_splits_their_calls(
     assert set(splits["c"].auth_parts) == {call_split.PROXY_JWT, call_split.STORE, call_split.UPSTREAM}
     assert set(splits["d"].auth_parts) == {call_split.ENTRA}
 
+    assert run.paired is not None and run.paired.user == obo_tools.USERS[0]
+    pairs = run.paired.paired
+    assert (pairs.a, pairs.b, pairs.errors, pairs.warmup) == ("c", "d", 0, 1)  # both answered every call
+    assert pairs.first == ["c", "d"] * (PAIRS // 2)  # the order alternates
+    assert all(len(pairs.results[key].latencies) == PAIRS for key in "cd") and len(pairs.differences) == PAIRS
+    for times in (run.paired.auth_ms, run.paired.tool_ms):  # each server timed each recorded call itself
+        assert all(len(times[key]) == PAIRS and min(times[key]) > 0 for key in "cd")
+    low, high = pairs.interval()
+    assert math.isfinite(low) and low <= high and min(pairs.differences) <= pairs.median <= max(pairs.differences)
+    assert 0 <= pairs.b_faster <= PAIRS and 0 < pairs.sign_test_p() <= 1
+
     capsys.readouterr()
-    obo_tools.print_table(run.results, args, run.graph_alone_ms)
+    obo_tools.print_table(run.results, args, run.graph_alone_ms, run.paired)
     printed = capsys.readouterr().out
     for key in "cd":
         label = f"({key}) {obo_tools.IMPLEMENTATIONS[key][0]}"
         assert sum(line.startswith(f"| {label} | {level} |") for line in printed.splitlines() for level in LEVELS) == 2
-        assert sum(line.startswith(f"| {label} | ") for line in printed.splitlines()) == 3  # 2 levels + the split
+        assert sum(line.startswith(f"| {label} | ") for line in printed.splitlines()) == 4  # 2 levels, paired, split
     assert "per-call time split" in printed and "method: timestamps" in printed
     assert sum("direct (d) vs proxy (c)" in line for line in printed.splitlines()) == len(LEVELS)
-    target = [line for line in printed.splitlines() if "direct (d) end-to-end p50" in line]
-    assert len(target) == 1 and target[0].startswith(("MET ", "MISS")) and "ratio (d)/(c)" in target[0]
+    assert f"paired, interleaved warm calls: (c) and (d) running at the same time" in printed
+    for key in "cd":
+        assert sum(line.startswith(f"| ({key}) {obo_tools.IMPLEMENTATIONS[key][0]} | {PAIRS} |")
+                   for line in printed.splitlines()) == 1  # its row of the paired table
+    assert "(d) - (c) end to end, per pair: median" in printed and "legend: a pair is" in printed
+    target = [line for line in printed.splitlines() if "direct (d) - proxy (c) median" in line]
+    assert len(target) == 1 and target[0].startswith(("MET ", "MISS")) and f"paired ({PAIRS} pairs)" in target[0]
+    assert not any("direct (d) end-to-end p50" in line for line in printed.splitlines())  # sequential: no target
+
+
+async def test_alternate_swaps_the_order_each_pair_and_drops_a_pair_with_a_failed_call() -> None:
+    calls: list[str] = []
+
+    def call(key: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            calls.append(key)
+            if len(calls) == 4:  # the second pair's second call
+                raise RuntimeError("refused")
+        return run
+
+    result = await paired.alternate({"c": call("c"), "d": call("d")}, pairs=3)
+    assert calls == ["c", "d", "d", "c", "c", "d"]
+    assert result.errors == 1 and result.first == ["c", "c"]  # the second pair, (d) first, is not recorded
+    assert all(len(result.results[key].latencies) == 2 for key in "cd")
+
+
+def test_the_paired_statistics() -> None:
+    assert paired.sign_test(5, 5) == 1.0 and math.isclose(paired.sign_test(10, 0), 2 / 2 ** 10)
+    assert paired.sign_test(0, 0) == 1.0
+    values = [-3.0, -2.0, -1.0, 0.5, 1.0]
+    low, high = paired.median_interval(values)
+    assert min(values) <= low <= high <= max(values)
+    assert paired.median_interval(values) == (low, high)  # a fixed seed: the same interval for the same pairs
+    assert paired.median_interval([2.0] * 7) == (2.0, 2.0)
 
 
 def test_the_split_subtracts_per_call_and_falls_back_to_medians() -> None:
