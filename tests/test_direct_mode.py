@@ -76,7 +76,8 @@ def entra_token(emu: Emulator, client_id: str, scope: str, person: str) -> str:
     """What a pre-registered client does: MSAL's auth code flow at Entra (no `resource`), the user signs in."""
     app = msal.PublicClientApplication(client_id, authority=emu.tenant_authority, instance_discovery=False)
     redirect = "http://localhost:8765"  # a loopback redirect on any port; never bound: the browser stops there
-    flow = app.initiate_auth_code_flow([scope], redirect_uri=redirect, login_hint=user_upn(person))
+    flow = app.initiate_auth_code_flow([scope], redirect_uri=redirect, login_hint=user_upn(person),
+                                       response_mode="form_post")
     callback = run_async(HeadlessBrowser(account=user_upn(person)).sign_in(flow["auth_uri"], redirect_uri=redirect))
     result = app.acquire_token_by_auth_code_flow(flow, dict(parse_qsl(urlsplit(callback).query)))
     assert "access_token" in result, result.get("error_description")
