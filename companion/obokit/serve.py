@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .server import RunningServer, start_workbook_server
-from .server.credentials import ClientCertificate, ClientSecret, ManagedIdentityAssertion, ServerCredential
+from .server.credentials import (
+    CERTIFICATE_FILE_NAME, ClientCertificate, ClientSecret, ManagedIdentityAssertion, ServerCredential,
+)
 from .tenant.provisioning import Registrations, registrations
 from .tenant.target import Target, connect, disconnect
 
@@ -26,7 +28,6 @@ SERVER_NAME = "standalone"
 # The README's URL (http://localhost:8000/mcp) and 01's redirect URI (http://localhost:8000/auth/callback): a
 # client configured once keeps working across restarts, because clients keep their registration per server URL.
 DEFAULT_PORT = 8000
-CERTIFICATE_FILE = "mcp-server-certificate.pem"  # key + certificate, written next to the secrets file by 08-secretless
 CREDENTIALS = ("secret", "certificate", "managed-identity")
 MODES = ("proxy", "direct")
 
@@ -44,9 +45,9 @@ def server_credential(target: Target, registration: Registrations, choice: str |
                              "use --credential certificate")
         return ClientSecret(registration.mcp_server_client_secret)
     if choice == "certificate":
-        key_file = target.secrets_file.with_name(CERTIFICATE_FILE)
+        key_file = target.secrets_file.with_name(CERTIFICATE_FILE_NAME)
         if not key_file.exists():
-            raise ServeError(f"no {CERTIFICATE_FILE} next to {target.secrets_file.name}: run 08-secretless first")
+            raise ServeError(f"no {CERTIFICATE_FILE_NAME} next to {target.secrets_file.name}: run 08-secretless first")
         return ClientCertificate.from_pem(key_file.read_bytes())
     if choice == "managed-identity":
         client_id = target.managed_identity()
@@ -166,5 +167,5 @@ def _serve(*, port: int, mode: str, credential: str | None, trusted_callers: Seq
     return 0
 
 
-__all__ = ["CERTIFICATE_FILE", "DEFAULT_PORT", "SERVER_NAME", "ServeError", "banner", "connect_lines", "run",
+__all__ = ["DEFAULT_PORT", "SERVER_NAME", "ServeError", "banner", "connect_lines", "run",
            "server_credential", "start"]
