@@ -27,7 +27,6 @@ import asyncio
 import base64
 import threading
 import time
-import os
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -274,12 +273,6 @@ def msal_managed_identity_fetch(client_id: str) -> Callable[[], dict[str, Any]]:
     return fetch
 
 
-def managed_identity_available(environ: dict[str, str] | None = None) -> bool:
-    """Whether this process runs where a managed-identity endpoint is exposed (App Service / Container Apps style)."""
-    env = os.environ if environ is None else environ
-    return bool(env.get("IDENTITY_ENDPOINT") and env.get("IDENTITY_HEADER"))
-
-
 CERTIFICATE_FILE_NAME = "mcp-server-certificate.pem"  # next to the secrets file; 08-secretless writes it
 
 
@@ -300,6 +293,6 @@ def workbook_credential(target: Any, client_secret: str) -> ServerCredential:
 
 __all__ = [
     "ASSERTION_LIFETIME", "CERTIFICATE_FILE_NAME", "workbook_credential", "CLIENT_ASSERTION_TYPE", "TOKEN_EXCHANGE_AUDIENCE", "ClientCertificate", "ClientSecret",
-    "ManagedIdentityAssertion", "ManagedIdentityError", "ServerCredential", "managed_identity_available",
+    "ManagedIdentityAssertion", "ManagedIdentityError", "ServerCredential",
     "msal_managed_identity_fetch", "self_signed_certificate",
 ]
