@@ -9,7 +9,9 @@ from server_fixtures import make_target, register_workbook_server, registrations
 from tenant_setup import Registration
 
 from obokit.emulator import Emulator
+from obokit.kernel import bind_loopback, ephemeral_port_range
 from obokit.server import start_workbook_server
+from obokit.server.app import server_socket
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,35 @@ def test_rerun_with_the_same_name_comes_back_on_the_same_port(
             second.stop()
     finally:
         first.stop()
+
+
+def test_a_remembered_port_lies_below_the_ephemeral_range_and_is_given_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outgoing connections borrow ports from the ephemeral range; a server's remembered port must not be one
+    of them, or a second run of the workbook finds it taken and its clients register again (seen in CI)."""
+    monkeypatch.setenv("OBOKIT_STATE_DIR", str(tmp_path / "state"))
+    low, _ = ephemeral_port_range()
+    first = server_socket("lasting")
+    port = first.getsockname()[1]
+    first.close()
+    assert port < low, f"port {port} is in the ephemeral range starting at {low}"
+    again = server_socket("lasting")
+    try:
+        assert again.getsockname()[1] == port
+        squatter = server_socket("other")  # another name gets another port
+        assert squatter.getsockname()[1] != port
+        squatter.close()
+    finally:
+        again.close()
+    taken = bind_loopback("127.0.0.1", port)  # something else now listens there: a new port, remembered
+    try:
+        moved = server_socket("lasting")
+        new_port = moved.getsockname()[1]
+        moved.close()
+        assert new_port != port and new_port < low
+        assert (tmp_path / "state" / "mcp-servers" / "lasting.port").read_text() == str(new_port)
+    finally:
+        taken.close()
 
 
 def test_shutdown_closes_everything_even_when_one_step_fails(

@@ -120,6 +120,12 @@ def proxy_clients(state_dir: Path) -> dict[str, int]:
             for d in sorted(servers.glob("**/oauth-proxy/*oauth_proxy_clients*")) if d.is_dir()}
 
 
+def server_ports(state_dir: Path) -> dict[str, str]:
+    """The port each workbook server remembers (obokit.server.app.server_socket): a server that had to move
+    makes its clients register again, by design."""
+    return {p.stem: p.read_text() for p in (state_dir / "mcp-servers").glob("*.port")}
+
+
 def counts(state: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
     return {collection: len(objects) for collection, objects in state.items()}
 
@@ -149,6 +155,7 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
         run(path)
     first = read_store(state_dir)
     clients_once = proxy_clients(state_dir)
+    ports_once = server_ports(state_dir)
     once = workbook_view(first)
     assert {k: v for k, v in once.items() if k in EXPECTED} == EXPECTED
     assert all(resource == "Microsoft Graph" or client.startswith(PREFIX) for client, resource, *_ in once["user grants"])
@@ -166,7 +173,10 @@ def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_the
     clients_twice = proxy_clients(state_dir)
     print(f"\nDCR clients in the servers' proxy stores after one run: {clients_once}, after two: {clients_twice}")
     assert clients_once and all(clients_once.values()), "the notebooks' clients registered with the workbook servers"
-    assert clients_twice == clients_once, "a second run registered MCP clients with the OAuth proxies again"
+    moved = {name: (port, server_ports(state_dir).get(name)) for name, port in ports_once.items()
+             if server_ports(state_dir).get(name) != port}
+    assert clients_twice == clients_once, \
+        f"a second run registered MCP clients with the OAuth proxies again (servers that changed port: {moved})"
     stored = Counter(line.split("=", 1)[0] for line in (state_dir / "workbook.env").read_text().splitlines() if "=" in line)
     expected_lines = {**dict.fromkeys(SECRET_KEYS, 1), "MCP_SERVER_CLIENT_SECRET": 0}  # 08 forgets the removed secret
     assert {key: stored[key] for key in SECRET_KEYS} == expected_lines, "one line per key in the secrets file"

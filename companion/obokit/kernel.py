@@ -2,7 +2,7 @@
 
 The servers run on a daemon thread with an event loop of their own, never on the kernel's
 loop: a notebook cell that calls a synchronous client (MSAL, requests) would otherwise
-block the very loop that has to answer it. Sockets are bound in the caller, on ephemeral
+block the very loop that has to answer it. Sockets are bound in the caller, on free
 ports, so a bind error is an ordinary exception in the cell and the kernel survives.
 """
 
@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import random
 import socket
 import sys
 import threading
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
@@ -70,6 +72,34 @@ def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the OS hands out for port 0 and for outgoing connections: Linux's setting where it can be
+    read, else the IANA range (macOS and Windows use it by default)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 49152, 65535
+    return low, high
+
+
+def bind_lasting_port(host: str = "127.0.0.1", *, attempts: int = 50) -> socket.socket:
+    """A listening socket on a free port *below* the ephemeral range, picked at random.
+
+    A port from the ephemeral range (what port 0 gives) is free now, but once this server stops, any
+    outgoing connection on the machine may borrow it; a server that wants to come back on the same
+    address later (its clients know it by URL) does better with a port nothing is handed
+    automatically. Falls back to port 0 when the ephemeral range leaves no room below it.
+    """
+    low, _ = ephemeral_port_range()
+    floor = 10000  # clear of the well-known and most registered service ports
+    for port in random.sample(range(floor, low), k=min(attempts, max(low - floor, 0))):
+        try:
+            return bind_loopback(host, port)
+        except OSError:
+            continue  # someone listens there: try another
+    return bind_loopback(host, 0)
 
 
 @dataclass

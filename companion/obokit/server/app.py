@@ -26,7 +26,7 @@ from fastmcp.server.auth import AuthProvider
 from fastmcp.server.auth.providers.azure import AzureProvider
 
 from .. import settings
-from ..kernel import BackgroundServer, bind_loopback, serve_in_background, stop_previous
+from ..kernel import BackgroundServer, bind_lasting_port, bind_loopback, serve_in_background, stop_previous
 from ..tenant.target import Target
 from ..trace import Trace
 from .audit import AuditLog
@@ -50,8 +50,9 @@ def server_socket(name: str, port: int | None = None) -> Any:
 
     An explicit `port` is used as is (0: any free port). A server's URL is what its clients know it
     by (they keep their registration per server URL), so a server started again comes back at the
-    same address when that port is still free; otherwise, or on the first start, the OS picks a free
-    port, remembered in the state folder (`mcp-servers/<name>.port`).
+    same address when that port is still free; otherwise, or on the first start, a free port below the
+    ephemeral range (`bind_lasting_port`: no outgoing connection borrows it meanwhile), remembered in the
+    state folder (`mcp-servers/<name>.port`).
     """
     if port is not None:
         return bind_loopback("127.0.0.1", port)
@@ -61,7 +62,7 @@ def server_socket(name: str, port: int | None = None) -> Any:
             return bind_loopback("127.0.0.1", int(memory.read_text()))
         except (OSError, ValueError):
             pass  # taken by something else meanwhile: a new address, clients register there once
-    sock = bind_loopback("127.0.0.1", 0)
+    sock = bind_lasting_port("127.0.0.1")
     memory.parent.mkdir(parents=True, exist_ok=True)
     memory.write_text(str(sock.getsockname()[1]))
     return sock
