@@ -210,3 +210,26 @@ def test_callback_uri_accepts_https_and_loopback_http() -> None:
     assert callback_uri("https://mcp.contoso.com/obokit/") == "https://mcp.contoso.com/obokit/auth/callback"
     assert callback_uri("http://localhost:8000") == "http://localhost:8000/auth/callback"
     assert callback_uri("http://127.0.0.1:61234") == "http://127.0.0.1:61234/auth/callback"
+
+
+def test_serve_defaults_to_the_credential_the_notebooks_use(emulator: Emulator, tmp_path: Path) -> None:
+    """Without --credential: the secret until 08 wrote its certificate; then the managed identity where the
+    process has an endpoint (the emulator provides one), else the certificate (workbook_credential)."""
+    from server_fixtures import make_target
+
+    from obokit.serve import ServeError, server_credential
+    from obokit.server.credentials import (
+        CERTIFICATE_FILE_NAME, ClientCertificate, ClientSecret, ManagedIdentityAssertion, self_signed_certificate)
+    from obokit.tenant.provisioning import Registrations
+
+    target = make_target(emulator, tmp_path)
+    with_secret, without = Registrations("app-id", "a-secret"), Registrations("app-id")
+    assert isinstance(server_credential(target, with_secret, None), ClientSecret)
+    with pytest.raises(ServeError, match="run 01-app-registration"):
+        server_credential(target, without, None)
+
+    key_pem = self_signed_certificate("serve default test")
+    target.secrets_file.with_name(CERTIFICATE_FILE_NAME).write_bytes(key_pem)
+    with emulator.managed_identity_env():
+        assert isinstance(server_credential(target, with_secret, None), ManagedIdentityAssertion)
+    assert isinstance(server_credential(target, without, "certificate"), ClientCertificate)

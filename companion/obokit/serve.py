@@ -20,6 +20,7 @@ from typing import Any
 from .server import RunningServer, start_workbook_server
 from .server.credentials import (
     CERTIFICATE_FILE_NAME, ClientCertificate, ClientSecret, ManagedIdentityAssertion, ServerCredential,
+    workbook_credential,
 )
 from .tenant.provisioning import Registrations, registrations
 from .tenant.target import Target, connect, disconnect
@@ -37,8 +38,13 @@ class ServeError(Exception):
 
 
 def server_credential(target: Target, registration: Registrations, choice: str | None) -> ServerCredential:
-    """The credential `choice` names; None: the secret of 01 if the secrets file has one, else the certificate of 08."""
-    choice = choice or ("secret" if registration.mcp_server_client_secret else "certificate")
+    """The credential `choice` names; None: the one the workbook's notebooks use (`workbook_credential`): after 08,
+    the managed identity where this process has an endpoint, else the certificate; before 08, the secret of 01."""
+    if choice is None:
+        if not (registration.mcp_server_client_secret or target.secrets_file.with_name(CERTIFICATE_FILE_NAME).exists()):
+            raise ServeError(f"neither MCP_SERVER_CLIENT_SECRET in {target.secrets_file.name} nor {CERTIFICATE_FILE_NAME} "
+                             "next to it: run 01-app-registration (and 02) first")
+        return workbook_credential(target, registration.mcp_server_client_secret)
     if choice == "secret":
         if not registration.mcp_server_client_secret:
             raise ServeError(f"no MCP_SERVER_CLIENT_SECRET in {target.secrets_file.name} (08-secretless removes it): "
