@@ -140,7 +140,7 @@ def _code_cells(page: Page) -> list[dict]:
     return page.evaluate(
         f"""() => Array.from({NOTEBOOK_JS}.content.model.cells)
             .filter(cell => cell.type === 'code')
-            .map(cell => ({{count: cell.executionCount,
+            .map(cell => ({{count: cell.executionCount, tags: cell.getMetadata('tags') || [],
                             outputs: Array.from({{length: cell.outputs.length}}, (_, i) => cell.outputs.get(i).type)}}))"""
     )
 
@@ -186,8 +186,10 @@ def test_welcome_notebook_renders_and_runs_in_jupyterlab(lab: Lab, tmp_path: Pat
                 f"""() => {{
                     const nb = {NOTEBOOK_JS};
                     const cells = Array.from(nb.content.model.cells).filter(c => c.type === 'code');
-                    const failed = cells.some(c => Array.from({{length: c.outputs.length}},
-                                                              (_, i) => c.outputs.get(i).type).includes('error'));
+                    // the exercise's check cell fails until the learner solves it (tagged raises-exception,
+                    // which JupyterLab's Run All honours as nbval and nbclient do)
+                    const failed = cells.some(c => !(c.getMetadata('tags') || []).includes('raises-exception')
+                        && Array.from({{length: c.outputs.length}}, (_, i) => c.outputs.get(i).type).includes('error'));
                     // Run All stops at a failing cell: the cells after it never get a count.
                     return nb.sessionContext.session.kernel.status === 'idle'
                         && (failed || cells.every(c => c.executionCount !== null));
@@ -195,7 +197,9 @@ def test_welcome_notebook_renders_and_runs_in_jupyterlab(lab: Lab, tmp_path: Pat
                 timeout=60_000,
             )
             cells = _code_cells(page)
-            assert not [cell for cell in cells if "error" in cell["outputs"]], cells
+            assert not [cell for cell in cells if "error" in cell["outputs"] and "exercise-check" not in cell["tags"]], cells
+            assert [cell["outputs"] for cell in cells if "exercise-check" in cell["tags"]] == [["error"]], \
+                "the untouched exercise fails its check, and Run All went on past it"
             outputs = notebook.locator(".jp-OutputArea-output")
             doctor = outputs.get_by_text("doctor: all checks passed")
             doctor.scroll_into_view_if_needed()
@@ -208,6 +212,7 @@ def test_welcome_notebook_renders_and_runs_in_jupyterlab(lab: Lab, tmp_path: Pat
             context.close()
 
     assert [cell["count"] for cell in cells] == list(range(1, len(cells) + 1))  # one run, in order
-    assert stderr_texts == [], stderr_texts  # no traceback, no warning
+    # no traceback, no warning: only the exercise's check, whose traceback JupyterLab renders as stderr
+    assert len(stderr_texts) == 1 and "AssertionError" in stderr_texts[0], stderr_texts
     assert _watch_workbook_folder() == before, "JupyterLab wrote to notebooks/"
     assert all(shot.stat().st_size > 0 for shot in shots.taken)

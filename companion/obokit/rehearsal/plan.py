@@ -42,12 +42,14 @@ class NotebookPlan:
 
 # Keys are notebook names without ".ipynb"; a notebook missing here signs in nobody without a hint.
 PLAN: dict[str, NotebookPlan] = {
-    # FastMCP client sign-ins: the analyst to the workbook server, to a server that forgets its clients
-    # (twice: the point of that section), and to the v1-token server.
-    "03-server-in-the-kernel": NotebookPlan(
+    # FastMCP client sign-ins: the analyst to the minimal server, then to the workbook server.
+    "03-server-in-the-kernel": NotebookPlan(every="analyst"),
+    # The analyst to the hardened server, to a server that forgets its clients (twice: the point of that
+    # section), and to the v1-token server.
+    "03b-hostile-tokens": NotebookPlan(
         every="analyst", expected_repeats=1,
         why_repeats="the v1-token server refuses every token, so FastMCP's client signs in again: the pitfall shown"),
-    "04-tokens": NotebookPlan(every="analyst", device_codes=("engineer",)),  # 4.4: the engineer's device code
+    "04-tokens": NotebookPlan(every="analyst"),
     # 5.3 the analyst (FastMCP's EntraOBOToken server); 5.6 the engineer (the workbook server, where the analyst
     # kept 04's tokens); 5.7 the analyst, then the engineer, on the blocking server (on the workbook server
     # both are still signed in: on a tenant the tokens are kept per server URL and account).
