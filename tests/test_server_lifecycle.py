@@ -91,3 +91,19 @@ def test_shutdown_closes_everything_even_when_one_step_fails(
 
 async def _open_pool(cache) -> None:  # type: ignore[no-untyped-def]
     cache._pool()
+
+
+def test_captured_logs_waits_for_a_line_the_server_writes_after_answering() -> None:
+    """A server thread logs after its answer: `until` keeps that line in the capture instead of a later cell."""
+    import logging
+    import threading
+
+    from obokit.server import captured_logs
+
+    late = threading.Timer(0.2, lambda: logging.getLogger("fastmcp.test").info("Auth error returned: x"))
+    with captured_logs("fastmcp", until="Auth error returned") as lines:
+        late.start()
+    assert lines == ["INFO Auth error returned: x"]
+    with pytest.raises(TimeoutError, match="no log message containing 'never'"):
+        with captured_logs("fastmcp", until="never", timeout=0.1):
+            pass

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Collection, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -222,17 +223,23 @@ def start_workbook_server(
 
 
 @contextmanager
-def captured_logs(*names: str, level: int = logging.INFO) -> Iterator[list[str]]:
+def captured_logs(*names: str, level: int = logging.INFO, until: str | None = None,
+                  timeout: float = 5.0) -> Iterator[list[str]]:
     """Collect the log messages of loggers `names` (e.g. "fastmcp", "mcp") instead of printing them.
 
     The server runs in a thread of this kernel, so its log lines would land, unformatted and with
     timestamps, in whichever cell is running; a "what can go wrong" cell shows the few it needs.
+    A server often logs just *after* it has answered: with `until`, leaving the block waits (at most
+    `timeout` seconds) for a message containing that text, so the line cannot slip into a later cell.
     """
     messages: list[str] = []
+    seen = threading.Event()
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             messages.append(f"{record.levelname} {record.getMessage().splitlines()[0]}")
+            if until is not None and until in messages[-1]:
+                seen.set()
 
     handler, saved = Collect(level), []
     for name in names:
@@ -243,6 +250,8 @@ def captured_logs(*names: str, level: int = logging.INFO) -> Iterator[list[str]]
             logger.setLevel(level)
     try:
         yield messages
+        if until is not None and not seen.wait(timeout):
+            raise TimeoutError(f"no log message containing {until!r} within {timeout} s; got {messages}")
     finally:
         for logger, handlers, propagate, old_level in saved:
             logger.handlers, logger.propagate = handlers, propagate
