@@ -50,13 +50,14 @@ PLAN: dict[str, NotebookPlan] = {
         every="analyst", expected_repeats=1,
         why_repeats="the v1-token server refuses every token, so FastMCP's client signs in again: the pitfall shown"),
     "04-tokens": NotebookPlan(every="analyst"),
-    # 5.3 the analyst (FastMCP's EntraOBOToken server); 5.6 the engineer (the workbook server, where the analyst
-    # kept 04's tokens); 5.7 the analyst, then the engineer, on the blocking server (on the workbook server
-    # both are still signed in: on a tenant the tokens are kept per server URL and account).
-    # section 7, the traced server: the analyst (success), then the engineer (the 65001 call).
-    "05-obo-and-graph": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer", "analyst", "engineer")),
-    # The two people (analyst, engineer), then the admin (tier 1); tier 2's engineer is still signed in.
-    "06-two-tiers": NotebookPlan(sign_ins=("analyst", "engineer", "admin")),
+    # The analyst, then the engineer, on the finance-tool server written in 05's cells; again both on the
+    # traced server (the analyst's call succeeds, the engineer's meets AADSTS65001).
+    "05-obo-and-graph": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer")),
+    # The analyst (FastMCP's EntraOBOToken server); the engineer (the workbook server, where the analyst kept
+    # 04's tokens); the analyst, then the engineer, on the blocking server.
+    "05b-performance": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer")),
+    # The two people (analyst, engineer) on the workbook server with the role gate written in the notebook.
+    "06-two-tiers": NotebookPlan(sign_ins=("analyst", "engineer")),
     "07-scale-out": NotebookPlan(every="analyst"),
     # The analyst's MSAL sign-in names her (login_hint); FastMCP's client, after the restart without a secret, may
     # sign in again (on the emulator a new kernel keeps no client tokens).
