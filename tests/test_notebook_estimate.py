@@ -33,6 +33,23 @@ def test_the_workbook_estimate_covers_every_notebook(capsys: pytest.CaptureFixtu
         print("\n" + report(estimates))
 
 
+CORE_PATH_MINUTES = 150  # issue 16: a one-day workshop's morning and early afternoon, with breaks
+
+
+def test_the_core_path_fits_its_budget() -> None:
+    estimates = estimate_all()
+    core = {e.name: round(e.minutes, 1) for e in estimates if not e.deep_dive}
+    assert sum(core.values()) <= CORE_PATH_MINUTES, f"core path {sum(core.values()):.0f} min: {core}"
+    assert {e.name for e in estimates if e.deep_dive} >= {"07-scale-out", "09-proxy-vs-direct"}
+
+
+def test_no_code_cell_is_longer_than_twenty_lines() -> None:
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            lines = [line for line in "".join(cell["source"]).splitlines() if line.strip()]
+            assert cell["cell_type"] != "code" or len(lines) <= 20, f"{path.name} cell {index}: {len(lines)} lines"
+
+
 
 def test_no_cell_uses_nbval_comments() -> None:
     """nbval's markers are cell tags (nbval-ignore-output, raises-exception), never comments a learner reads."""
