@@ -55,7 +55,11 @@ PLAN: dict[str, NotebookPlan] = {
     "05-obo-and-graph": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer")),
     # The analyst (FastMCP's EntraOBOToken server); the engineer (the workbook server, where the analyst kept
     # 04's tokens); the analyst, then the engineer, on the blocking server.
-    "05b-performance": NotebookPlan(sign_ins=("analyst", "engineer", "analyst", "engineer")),
+    "05b-performance": NotebookPlan(
+        sign_ins=("analyst", "engineer", "analyst", "engineer"), expected_repeats=1,
+        why_repeats="05 ends with the engineer signed in, and a browser session stands for one account (the "
+                    "emulator's, like a browser signed in to one account only): the analyst's MSAL sign-in, hinted, "
+                    "shows the page again"),
     # The two people (analyst, engineer) on the workbook server with the role gate written in the notebook.
     "06-two-tiers": NotebookPlan(sign_ins=("analyst", "engineer")),
     "07-scale-out": NotebookPlan(every="analyst"),

@@ -37,18 +37,18 @@ class Report:
         """(account, server URL) pairs whose sign-in page was rendered more than once in the run for the same
         client, beyond the repeats a notebook's plan declares (`NotebookPlan.expected_repeats`): a server started
         later on a port an earlier one had freed gets a client registration of its own, and is another server."""
-        seen = Counter((a.lower(), server, client) for n in self.notebooks for a, server, client in n.tally.sign_ins)
-        first = {}
-        for n in self.notebooks:
-            for a, server, client in n.tally.sign_ins:
-                first.setdefault((a.lower(), server, client), n.name)
         allowed = {n.name: plan_for(n.name).expected_repeats for n in self.notebooks}
+        seen: Counter = Counter()
         repeated = {}
-        for key, count in seen.items():
-            excused = min(count - 1, allowed.get(first[key], 0))
-            allowed[first[key]] = allowed.get(first[key], 0) - excused
-            if count - 1 > excused:
-                repeated[key[:2]] = count
+        for n in self.notebooks:  # a repeat is excused by the notebook where the page shows again
+            for a, server, client in n.tally.sign_ins:
+                key = (a.lower(), server, client)
+                seen[key] += 1
+                if seen[key] > 1:
+                    if allowed[n.name] > 0:
+                        allowed[n.name] -= 1
+                    else:
+                        repeated[key[:2]] = seen[key]
         return repeated
 
     @property
