@@ -221,10 +221,14 @@ class ServerProcess:
         self.ready_s = time.perf_counter() - t0
         self.mcp_url, self.start_s = ready[1], float(ready[2])
 
-    def times(self) -> dict[str, Any]:
+    def times(self, *, requests: int = 0, in_tool: int = 0) -> dict[str, Any]:
         """Since the last ask, measured in the server: "in_tool", the seconds each tool call spent in `GraphApi.get`
-        (OBO + Graph); "requests", (server seconds, {auth part: seconds}) of each tools/call request (`call_split`)."""
-        return dict(self.ask("times"))
+        (OBO + Graph); "requests", (server seconds, {auth part: seconds}) of each tools/call request (`call_split`).
+
+        The server records a request just *after* sending its response, so the client can ask before the last
+        record exists: `requests` / `in_tool` are the counts the caller made, which the server waits for (5 s at most).
+        """
+        return dict(self.ask(f"times {requests} {in_tool}"))
 
     def ask(self, command: str) -> Any:
         assert self.proc.stdin and self.proc.stdout
@@ -275,6 +279,10 @@ def serve_child(key: str) -> int:
             asyncio.run_coroutine_threadsafe(_call(switch), loop).result(5)
             print("[]", flush=True)
             continue
+        expected = [int(n) for n in line.split()[1:3]] or [0, 0]
+        deadline = time.monotonic() + 5
+        while (len(timer.requests) < expected[0] or len(inside) < expected[1]) and time.monotonic() < deadline:
+            time.sleep(0.005)  # this thread only reads stdin; the server's loop runs on its own thread
         print(json.dumps({"in_tool": inside[:], "requests": timer.take()}), flush=True)
         inside.clear()
     server.stop()
@@ -337,13 +345,13 @@ async def run_implementation(key: str, emu: EmulatorProcess, reg: Registrations,
         arguments = {"group_id": group_id("finance")}
         processes = {"callers": psutil.Process(), "server": psutil.Process(server.proc.pid),
                      "emulator": psutil.Process(emu.proc.pid)}
-        server.times()  # forget the warm-up
+        server.times(requests=len(clients))  # forget the warm-up (one whoami per client)
         if args.profile:
             server.ask("profile on")
         for level in args.concurrency:
             before, cpu = obo_exchanges(emu), {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
             result = await drive(clients, TOOL, arguments, concurrency=level, duration=args.duration)
-            times = server.times()
+            times = server.times(requests=result.calls, in_tool=result.calls)
             result.in_tool = times["in_tool"]
             result.requests = [(float(s), parts) for s, parts in times["requests"]]
             new = exchanges_since(emu, before)
@@ -390,11 +398,11 @@ async def run_paired(emu: EmulatorProcess, reg: Registrations, folder: Path, arg
         emu.latency(args.identity_ms, args.graph_ms)
         calls = {key: lambda client=client: client.call_tool(TOOL, arguments) for key, client in clients.items()}
         await paired_calls.alternate(calls, pairs=args.pair_warmup)
-        for server in servers.values():
-            server.times()  # forget the warm-up
+        for server in servers.values():  # forget the warm-up: signed_in's whoami, then the warm-up pairs
+            server.times(requests=1 + args.pair_warmup, in_tool=args.pair_warmup)
         result = await paired_calls.alternate(calls, pairs=args.pairs)
         result.warmup = args.pair_warmup
-        times = {key: server.times() for key, server in servers.items()}
+        times = {key: server.times(requests=args.pairs, in_tool=args.pairs) for key, server in servers.items()}
     auth_ms = {key: [1000 * parts.get(call_split.AUTH, 0.0) for _, parts in t["requests"]] for key, t in times.items()}
     tool_ms = {key: [1000 * s for s in t["in_tool"]] for key, t in times.items()}
     print(f"  paired (c),(d): {result.pairs} pairs in {result.seconds:.1f} s, p50 (c) {result.results['c'].p50_ms:.1f} ms, "
