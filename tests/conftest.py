@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -100,3 +101,15 @@ def no_network_leak(loopback_only: list[str]) -> Iterator[None]:
     before = len(loopback_only)
     yield
     assert loopback_only[before:] == [], f"non-loopback connections attempted: {loopback_only[before:]}"
+
+
+@pytest.fixture
+def workbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh emulator state folder for notebooks run in kernels started by the test (they inherit this
+    environment): the workbook's tests that run the notebooks themselves (twice, exercises)."""
+    state_dir = tmp_path / "state"
+    monkeypatch.setenv("OBOKIT_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("OBOKIT_TARGET", "emulator")
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
+    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    return state_dir

@@ -36,7 +36,8 @@ class Estimate:
                 + self.code_lines * SECONDS_PER_CODE_LINE / 60)
 
 
-def _source(cell: dict) -> str:
+def cell_source(cell: dict) -> str:
+    """A cell's source as one string (notebooks store it as a list of lines or a string)."""
     source = cell.get("source", "")
     return "".join(source) if isinstance(source, list) else source
 
@@ -44,11 +45,11 @@ def _source(cell: dict) -> str:
 def estimate(notebook: dict, name: str = "") -> Estimate:
     """The estimate of one notebook (its JSON as a dict). A deep dive says so in its first cell."""
     cells = notebook.get("cells", [])
-    prose = [_source(c) for c in cells if c.get("cell_type") == "markdown"]
-    code = [_source(c) for c in cells if c.get("cell_type") == "code"]
+    prose = [cell_source(c) for c in cells if c.get("cell_type") == "markdown"]
+    code = [cell_source(c) for c in cells if c.get("cell_type") == "code"]
     words = sum(len(_WORD.findall(text)) for text in prose)
     lines = sum(1 for text in code for line in text.splitlines() if line.strip())
-    first = _source(cells[0]) if cells else ""
+    first = cell_source(cells[0]) if cells else ""
     return Estimate(name, words, len(code), lines, bool(DEEP_DIVE_MARK.search(first)))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from capability_manifest import ARTICLES, CAPABILITIES, Call, Capability
+from notebook_estimate import cell_source
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -37,8 +38,7 @@ def code_cells(notebook: dict, *, starters: bool = True) -> list[tuple[int, str]
         if not starters and STARTER_TAG in cell.get("metadata", {}).get("tags", []):
             continue
         if cell.get("cell_type") == "code":
-            source = cell.get("source", "")
-            cells.append((index, "".join(source) if isinstance(source, list) else source))
+            cells.append((index, cell_source(cell)))
     return cells
 
 

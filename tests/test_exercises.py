@@ -16,15 +16,11 @@ import os
 from pathlib import Path
 
 import pytest
+from notebook_estimate import cell_source
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOLUTIONS = NOTEBOOKS / "solutions"
 SOLVED_MARK = "Solved"
-
-
-def source(cell: dict) -> str:
-    text = cell.get("source", "")
-    return "".join(text) if isinstance(text, list) else text
 
 
 def tagged(notebook: dict, tag: str) -> list[int]:
@@ -38,7 +34,7 @@ def notebooks() -> list[Path]:
 def exercise_problems(notebook: dict, solution: Path) -> list[str]:
     """What is missing from a notebook's closing recap and exercise (empty: nothing)."""
     problems = []
-    markdown = [source(c) for c in notebook["cells"] if c["cell_type"] == "markdown"]
+    markdown = [cell_source(c) for c in notebook["cells"] if c["cell_type"] == "markdown"]
     recaps = [text for text in markdown if text.lstrip().startswith("## Recap")]
     if len(recaps) != 1:
         problems.append("no single '## Recap' cell")
@@ -91,21 +87,12 @@ def test_the_convention_check_can_fail() -> None:
     assert len(exercise_problems(bare, SOLUTIONS / "missing.py")) == 4
 
 
-@pytest.fixture
-def fresh_tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("OBOKIT_STATE_DIR", str(tmp_path / "state"))  # the kernels inherit this environment
-    monkeypatch.setenv("OBOKIT_TARGET", "emulator")
-    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return tmp_path
-
-
-def test_every_starter_fails_its_check_and_every_solution_passes_it(fresh_tenant: Path) -> None:
+def test_every_starter_fails_its_check_and_every_solution_passes_it(workbook_env: Path) -> None:
     """The whole workbook in order (later notebooks need the earlier ones' objects), each exercise tried twice."""
     import nbclient
     import nbformat
 
-    assert os.environ["OBOKIT_STATE_DIR"].startswith(str(fresh_tenant))
+    assert os.environ["OBOKIT_STATE_DIR"] == str(workbook_env)
     outcomes = {}
     for path in notebooks():
         notebook = json.loads(path.read_text())

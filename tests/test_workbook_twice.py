@@ -135,16 +135,6 @@ def run(path: Path) -> None:
     assert error is None, f"{path.name} failed:\n{str(error)[-3000:]}"
 
 
-@pytest.fixture
-def workbook_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state_dir = tmp_path / "state"
-    monkeypatch.setenv("OBOKIT_STATE_DIR", str(state_dir))  # the kernels inherit this environment
-    monkeypatch.setenv("OBOKIT_TARGET", "emulator")
-    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return state_dir
-
-
 def test_every_notebook_twice_leaves_one_of_each_and_cleanup_removes_exactly_them(workbook_env: Path) -> None:
     state_dir = workbook_env
     cleanup = cleanup_notebook()
